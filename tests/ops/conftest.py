@@ -1,0 +1,47 @@
+"""tests/ops fixtures: the host-emulated build of csrc/*.cu (``cuda_emu``), compiled once per source hash."""
+import os
+import sys
+import sysconfig
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # op_testing
+
+from vsr_engine.ops import _build, _cuda  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def cuda_emu_module():
+    """csrc/ compiled with -DVSR_EMULATE into an extension with vsr_engine._C's API that runs on CPU tensors.
+    Cached in build/emu-<hash>/ (git-ignored). Skips when no C++20 compiler or CUDA headers are found."""
+    import importlib.util
+    if _build.cuda_include_dir() is None:
+        pytest.skip("CUDA headers not found (the emulation build needs cuda_fp16.h)")
+    try:
+        import pybind11  # noqa: F401
+    except ImportError:
+        pytest.skip("pybind11 not installed")
+    tag = _build.source_hash(["emulate"])
+    out_dir = os.path.join(ROOT, "build", f"emu-{tag}")
+    out = os.path.join(out_dir, "_C" + sysconfig.get_config_var("EXT_SUFFIX"))
+    if not os.path.isfile(out):
+        tmp = out + f".tmp{os.getpid()}"
+        try:
+            _build.build_emulated(tmp, os.path.join(out_dir, "obj"))
+        except RuntimeError as e:
+            pytest.fail(f"emulation build of csrc/ failed:\n{e}")
+        os.replace(tmp, out)
+    spec = importlib.util.spec_from_file_location("_C", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def cuda_emu(cuda_emu_module):
+    """Routes the CUDA backend to the emulated kernels for one test."""
+    _cuda.use_emulated(cuda_emu_module)
+    yield cuda_emu_module
+    _cuda.use_emulated(None)

@@ -1,0 +1,130 @@
+"""meta_upscale: Meta-SR's Meta-Upscale at arbitrary scale; every implementation vs the literal per-pixel
+reference (MLP per output pixel, unfold, dot), forward and backward for the features and all MLP parameters."""
+import pytest
+import torch
+
+from op_testing import activate, check_against_ref, compile_check, gpu, impl_params, needs_interpret
+from vsr_engine.ops import meta_upscale, meta_upscale_ref, use_backend
+from vsr_engine.ops.meta_upscale import _meta_bwd_op, _meta_op, _tables, meta_out_size
+
+
+def impl_fn(impl, scale, o, k):
+    if impl == "triton":
+        def run(*a):
+            with use_backend("triton"):
+                return meta_upscale(a[0], scale, *a[1:], out_channels=o, kernel_size=k)
+        return run
+    backend = "torch" if impl == "torch_op" else "cuda"
+    return lambda *a: _meta_op(a[0], scale, *a[1:], o, k, backend)
+
+
+def inputs(n, c, h, w, o=3, k=3, hidden=16, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    t = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    return [t(n, c, h, w), t(hidden, 3), t(hidden) * 0.1, t(k * k * c * o, hidden) / hidden ** 0.5,
+            t(k * k * c * o) * 0.1]
+
+
+CASES = [  # (n, c, h, w, scale, out_channels, kernel_size)
+    (1, 2, 5, 7, 2.0, 3, 3),
+    (1, 3, 4, 6, 2.3, 3, 3),
+    (1, 64, 3, 4, 1.7, 3, 3),
+    (2, 3, 3, 5, 3.5, 2, 1),
+]
+
+
+@pytest.mark.parametrize("impl", impl_params("triton", "torch_op", "cuda_emu"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}_{}x{}_r{}_o{}_k{}".format(*c))
+def test_matches_reference(impl, dtype, case, request):
+    activate(impl, request)
+    n, c, h, w, scale, o, k = case
+    args = inputs(n, c, h, w, o, k)
+    check_against_ref(impl_fn(impl, scale, o, k), lambda *a: meta_upscale_ref(a[0], scale, *a[1:], o, k), args,
+                      list(range(5)), dtype, what=f"{impl} {case}", rtol=2e-5, atol=2e-5)
+
+
+def test_geometry_and_weight_sharing():
+    """Output size int(r*H); LR index floor(i/r) with Meta-SR's fp32 arithmetic; one MLP row per offset pair."""
+    for h, w, r in ((10, 7, 1.1), (10, 10, 2.3), (5, 6, 4.0), (7, 3, 1.5)):
+        oh, ow = meta_out_size(h, w, r)
+        assert (oh, ow) == (int(r * h), int(r * w))
+        tb = _tables(h, w, r, torch.device("cpu"))
+        coord = torch.arange(oh, dtype=torch.float32) * (1.0 / r)
+        assert torch.equal(tb["idx_h"].long(), coord.floor().long().clamp(max=h - 1))
+        # distinct offsets: r*r pairs for an integer r, the denominator's square for r = a/b
+        if r == 4.0:
+            assert tb["off_h"].numel() == 4 and tb["off_w"].numel() == 4
+        assert tb["off_h"].numel() <= oh and int(tb["start_h"][-1]) == oh
+        # the class-sorted order lists every row once
+        assert sorted(tb["order_h"].tolist()) == list(range(oh))
+
+
+def test_integer_scale_matches_a_convolution():
+    """At r = 1 with frac = 0 everywhere the op is one 3x3 conv whose weights the MLP predicts for (1, 0, 0)."""
+    feat, w1, b1, w2, b2 = inputs(1, 4, 6, 5, o=2)
+    out = meta_upscale(feat, 1.0, w1, b1, w2, b2, out_channels=2)
+    wts = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(torch.tensor([[1.0, 0.0, 0.0]]), w1, b1)),
+                                     w2, b2).view(4 * 9, 2)  # (c*9 + ky*3 + kx, o)
+    weight = wts.t().reshape(2, 4, 3, 3)
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(feat, weight, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_argument_checks():
+    feat, w1, b1, w2, b2 = inputs(1, 4, 6, 5)
+    with pytest.raises(ValueError, match="w2 must be"):
+        meta_upscale(feat, 2.0, w1, b1, w2[:-1], b2)
+    with pytest.raises(ValueError, match="empty output"):
+        meta_upscale(feat, 0.1, w1, b1, w2, b2)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_interpret), "torch"])
+def test_opcheck(backend):
+    args = [a.requires_grad_() for a in inputs(1, 2, 3, 4)]
+    torch.library.opcheck(_meta_op, (args[0], 1.5, *args[1:], 3, 3, backend))
+    d = [a.detach() for a in args]
+    g = torch.randn(1, 3, 4, 6)
+    torch.library.opcheck(_meta_bwd_op, (g, d[0], 1.5, *d[1:], 3, 3, [True] * 5, backend))
+    torch.library.opcheck(_meta_bwd_op, (g, d[0], 1.5, *d[1:], 3, 3, [True, False, False, True, True], backend))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_interpret), "torch"])
+def test_gradcheck_fp64(backend):
+    # 112 inputs: the interpreted kernels use gradcheck's fast mode (random projections), torch the full Jacobian
+    args = [a.double().requires_grad_() for a in inputs(1, 1, 2, 3, o=2, hidden=4, seed=1)]
+    assert torch.autograd.gradcheck(lambda *a: _meta_op(a[0], 1.5, *a[1:], 2, 3, backend), args,
+                                    fast_mode=backend == "triton")
+
+
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_interpret), "torch"])
+def test_compile_fullgraph_with_backward(backend):
+    args = inputs(1, 2, 3, 4)
+
+    def fn(*a):
+        with use_backend(backend):
+            return meta_upscale(a[0], 2.5, *a[1:])
+    compile_check(fn, lambda *a: meta_upscale_ref(a[0], 2.5, *a[1:]), args, list(range(5)))
+
+
+# ---- GPU (skipped without CUDA) ----------------------------------------------------------------------------
+@gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("case", CASES + [(1, 64, 50, 50, 2.3, 3, 3), (1, 64, 45, 80, 4.0, 3, 3)], ids=str)
+def test_gpu_matches_reference(backend, dtype, case):
+    n, c, h, w, scale, o, k = case
+    args = inputs(n, c, h, w, o, k, hidden=256, device="cuda")
+
+    def fn(*a):
+        with use_backend(backend):
+            return meta_upscale(a[0], scale, *a[1:], out_channels=o, kernel_size=k)
+    check_against_ref(fn, lambda *a: meta_upscale_ref(a[0], scale, *a[1:], o, k), args, list(range(5)), dtype,
+                      what=backend, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_gpu_gradcheck_and_opcheck(backend):
+    args = [a.double().requires_grad_() for a in inputs(1, 1, 2, 3, o=2, hidden=4, seed=1, device="cuda")]
+    assert torch.autograd.gradcheck(lambda *a: _meta_op(a[0], 1.5, *a[1:], 2, 3, backend), args)
+    torch.library.opcheck(_meta_op, (args[0], 1.5, *args[1:], 2, 3, backend))

@@ -1,0 +1,438 @@
+"""meta_upscale: Meta-SR's Meta-Upscale (Hu et al., CVPR 2019) for an arbitrary, non-integer scale r.
+
+    meta_upscale(feat, scale, w1, b1, w2, b2, out_channels=3, kernel_size=3) -> (N, O, floor(r*H), floor(r*W))
+
+A weight-prediction MLP -- Linear(3, 256) = (w1 (256, 3), b1), ReLU, Linear(256, k*k*C*O) = (w2, b2) -- maps
+(1/r, frac(i/r), frac(j/r)), in that order, to the weights of output pixel (i, j); the output is the dot product
+of those weights with the zero-padded k x k x C neighbourhood of the LR feature at (floor(i/r), floor(j/r)),
+weight index (c*k*k + ky*k + kx)*O + o, no bias. (XuecaiHu/Meta-SR-Pytorch branch 0.4.0, ``metardn.py`` and
+``trainer.py::input_matrix_wpn``; /work/shared/reference/models.md section 3.2.)
+
+Coordinates are computed exactly as Meta-SR does: i/r = float32(i) * float32(1/r), floor and fraction of that
+(clamped to the last LR row/column), output size int(r*H) x int(r*W).
+
+The weights depend only on (frac(i/r), frac(j/r)), so the MLP runs once per distinct (row offset, column
+offset) pair -- r*r pairs for an integer r, a few hundred for r = 2.3 -- never per pixel. The kernels then gather:
+each output pixel looks up its pair's weights and its LR neighbourhood. Backward: d/dfeat is a scatter (atomics
+in the kernels); d/dweights is reduced per pair (a program per pair and weight slice, no atomics), then the
+MLP's backward is two small GEMMs. The whole thing is one custom op so that torch.compile sees fixed shapes.
+Backends: triton, cuda (csrc/meta_upscale.cu), torch (``meta_upscale_ref`` is the literal per-pixel
+definition, for tests; the op's torch path is the per-pair one).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import _cuda
+from ._backend import TRITON_OK, resolve, tl, triton
+from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
+
+__all__ = ["meta_upscale", "meta_upscale_ref", "meta_out_size"]
+
+
+# ============================================================================================ coordinates
+def meta_out_size(h: int, w: int, scale: float) -> Tuple[int, int]:
+    return int(scale * h), int(scale * w)
+
+
+def _axis(n_in: int, n_out: int, scale: float):
+    """LR index and fractional offset of every output row (or column), Meta-SR's fp32 arithmetic."""
+    coord = torch.arange(n_out, dtype=torch.float32) * (1.0 / scale)
+    base = torch.floor(coord)
+    frac = coord - base
+    idx = base.to(torch.int64).clamp_(max=n_in - 1)
+    return idx, frac
+
+
+_TABLES: Dict[tuple, Dict[str, torch.Tensor]] = {}
+
+
+def _tables(h: int, w: int, scale: float, device: torch.device) -> Dict[str, torch.Tensor]:
+    """Per-axis LR index, offset class, distinct offsets and class-sorted order (cached per size/scale/device)."""
+    key = (h, w, float(scale), str(device))
+    t = _TABLES.get(key)
+    if t is not None:
+        return t
+    oh, ow = meta_out_size(h, w, scale)
+    t = {}
+    for name, n_in, n_out in (("h", h, oh), ("w", w, ow)):
+        idx, frac = _axis(n_in, n_out, scale)
+        uniq, cls = torch.unique(frac, sorted=True, return_inverse=True)
+        order = torch.argsort(cls, stable=True)
+        start = torch.zeros(len(uniq) + 1, dtype=torch.int64)
+        start[1:] = torch.cumsum(torch.bincount(cls, minlength=len(uniq)), 0)
+        t.update({f"idx_{name}": idx, f"cls_{name}": cls, f"off_{name}": uniq, f"order_{name}": order,
+                  f"start_{name}": start})
+    t = {k: (v.to(torch.int32) if v.dtype == torch.int64 else v).to(device) for k, v in t.items()}
+    if len(_TABLES) > 64:
+        _TABLES.clear()
+    _TABLES[key] = t
+    return t
+
+
+def _mlp_input(scale: float, off_h: torch.Tensor, off_w: torch.Tensor, dtype) -> torch.Tensor:
+    """(1/r, dh, dw) for every (row class, column class) pair, pair index = a * Dw + b."""
+    dh, dw = off_h.numel(), off_w.numel()
+    inv = torch.full((dh, dw), 1.0 / scale, dtype=torch.float32, device=off_h.device)  # fp32, as Meta-SR
+    return torch.stack((inv, off_h[:, None].expand(dh, dw), off_w[None, :].expand(dh, dw)), -1).view(-1, 3).to(dtype)
+
+
+# ============================================================================================ reference
+def meta_upscale_ref(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                     b2: torch.Tensor, out_channels: int = 3, kernel_size: int = 3) -> torch.Tensor:
+    """The literal definition: MLP per output pixel, unfold, dot. Memory O(outH*outW*k*k*C*O): tests only."""
+    _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size)
+    n, c, h, w = feat.shape
+    k, o = kernel_size, out_channels
+    oh, ow = meta_out_size(h, w, scale)
+    ih, fh = _axis(h, oh, scale)
+    iw, fw = _axis(w, ow, scale)
+    dev = feat.device
+    inp = torch.stack((torch.full((oh, ow), 1.0 / scale, dtype=torch.float32), fh[:, None].expand(oh, ow),
+                       fw[None, :].expand(oh, ow)), -1).view(-1, 3).to(dev, w1.dtype)
+    wts = F.linear(F.relu(F.linear(inp, w1, b1)), w2, b2).view(oh * ow, c * k * k, o)
+    cols = F.unfold(feat, k, padding=k // 2)  # (n, c*k*k, h*w), index c*k*k + ky*k + kx
+    src = (ih[:, None] * w + iw[None, :]).view(-1).to(dev)
+    out = torch.einsum("nkp,pko->nop", cols[:, :, src], wts.to(feat.dtype))
+    return out.reshape(n, o, oh, ow)
+
+
+def _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size):
+    if feat.dim() != 4:
+        raise ValueError(f"meta_upscale expects feat (N, C, H, W), got {tuple(feat.shape)}")
+    c = feat.shape[1]
+    k, o = kernel_size, out_channels
+    if not (scale > 0) or min(meta_out_size(feat.shape[2], feat.shape[3], scale)) < 1:
+        raise ValueError(f"meta_upscale: scale {scale} gives an empty output for {tuple(feat.shape)}")
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"meta_upscale: kernel_size must be odd, got {k}")
+    hid = w1.shape[0]
+    want = {"w1": (hid, 3), "b1": (hid,), "w2": (k * k * c * o, hid), "b2": (k * k * c * o,)}
+    for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+        if tuple(t.shape) != want[name]:
+            raise ValueError(f"meta_upscale: {name} must be {want[name]} for C={c}, O={o}, k={k}, got {tuple(t.shape)}")
+        check_float(f"meta_upscale {name}", t)
+        if t.device != feat.device:
+            raise ValueError(f"meta_upscale: {name} on {t.device}, feat on {feat.device}")
+    check_float("meta_upscale feat", feat)
+
+
+# ============================================================================================ MLP (all backends)
+def _mlp(scale, tb, w1, b1, w2, b2, cdt):
+    """Per-pair weights, as (pairs, O, K) contiguous in cdt, plus what the backward needs."""
+    inp = _mlp_input(scale, tb["off_h"], tb["off_w"], cdt)
+    z1 = F.linear(inp, w1.to(cdt), b1.to(cdt))
+    hid = F.relu(z1)
+    return inp, z1, hid, F.linear(hid, w2.to(cdt), b2.to(cdt))
+
+
+def _pairs_wt(mlp_out: torch.Tensor, o: int) -> torch.Tensor:
+    return mlp_out.view(mlp_out.shape[0], -1, o).transpose(1, 2).contiguous()  # (pairs, O, K)
+
+
+def _mlp_backward(g_wt, inp, z1, hid, w1, w2, need):
+    """g_wt (pairs, O, K) -> grads of (w1, b1, w2, b2)."""
+    g_out = g_wt.transpose(1, 2).reshape(g_wt.shape[0], -1)  # (pairs, K*O), index K*O + o
+    gw2 = g_out.t() @ hid if need[3] else None
+    gb2 = g_out.sum(0) if need[4] else None
+    gw1 = gb1 = None
+    if need[1] or need[2]:
+        gz1 = (g_out @ w2.to(g_out.dtype)) * (z1 > 0)
+        gw1 = gz1.t() @ inp if need[1] else None
+        gb1 = gz1.sum(0) if need[2] else None
+    return gw1, gb1, gw2, gb2
+
+
+# ============================================================================================ torch path
+def _torch_apply(feat, wt, tb, k, oh, ow):
+    """out[n, o, i, j] = sum_K wt[pair(i, j), o, K] * unfold(feat)[n, K, idx_h[i], idx_w[j]], per row class."""
+    n, c, h, w = feat.shape
+    o = wt.shape[1]
+    cols = F.unfold(feat.to(wt.dtype), k, padding=k // 2).view(n, -1, h, w)
+    out = feat.new_empty((n, o, oh, ow), dtype=wt.dtype)
+    dw = tb["off_w"].numel()
+    wt4 = wt.view(-1, dw, o, wt.shape[2])
+    cls_w, idx_w, idx_h = tb["cls_w"].long(), tb["idx_w"].long(), tb["idx_h"].long()
+    for a in range(tb["off_h"].numel()):
+        rows = tb["order_h"][tb["start_h"][a]:tb["start_h"][a + 1]].long()
+        u = cols[:, :, idx_h[rows]][:, :, :, idx_w]  # (n, K, rows, ow)
+        out[:, :, rows, :] = torch.einsum("nkij,jok->noij", u, wt4[a][cls_w])
+    return out
+
+
+def _torch_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
+    n, c, h, w = feat.shape
+    o, kk = wt.shape[1], wt.shape[2]
+    cdt = wt.dtype
+    cols = F.unfold(feat.to(cdt), k, padding=k // 2).view(n, -1, h, w)
+    dw = tb["off_w"].numel()
+    wt4 = wt.view(-1, dw, o, kk)
+    g_cols = torch.zeros((n, kk, h * w), dtype=cdt, device=feat.device) if need_feat else None
+    g_wt = torch.zeros_like(wt4) if need_wt else None
+    cls_w, idx_w, idx_h = tb["cls_w"].long(), tb["idx_w"].long(), tb["idx_h"].long()
+    g = grad.to(cdt)
+    for a in range(tb["off_h"].numel()):
+        rows = tb["order_h"][tb["start_h"][a]:tb["start_h"][a + 1]].long()
+        ga = g[:, :, rows, :]  # (n, o, rows, ow)
+        if need_feat:
+            gu = torch.einsum("noij,jok->nkij", ga, wt4[a][cls_w])
+            dst = (idx_h[rows][:, None] * w + idx_w[None, :]).reshape(-1)
+            g_cols.index_add_(2, dst, gu.reshape(n, kk, -1))
+        if need_wt:
+            u = cols[:, :, idx_h[rows]][:, :, :, idx_w]
+            g_wt[a].index_add_(0, cls_w, torch.einsum("nkij,noij->jok", u, ga))
+    g_feat = F.fold(g_cols, (h, w), k, padding=k // 2) if need_feat else None
+    return g_feat, (g_wt.view_as(wt) if need_wt else None)
+
+
+# ============================================================================================ triton
+if TRITON_OK:
+    @triton.jit
+    def _fwd_kernel(feat_ptr, wt_ptr, idx_h, cls_h, idx_w, cls_w, out_ptr, C, H, W, OH, OW, DW,
+                    O: tl.constexpr, K: tl.constexpr, CDT: tl.constexpr,
+                    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        n = tl.program_id(1)
+        pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pm = pix < OH * OW
+        i = pix // OW
+        j = pix % OW
+        pr = tl.load(idx_h + i, mask=pm, other=0)
+        qc = tl.load(idx_w + j, mask=pm, other=0)
+        pair = tl.load(cls_h + i, mask=pm, other=0) * DW + tl.load(cls_w + j, mask=pm, other=0)
+        oo = tl.arange(0, BLOCK_O)
+        om = oo < O
+        KT = C * K * K
+        wrow = pair.to(tl.int64) * (O * KT)  # (pairs, O, K) table
+        acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=CDT)
+        img = n.to(tl.int64) * C * H * W
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + tl.arange(0, BLOCK_C)
+            cm = cc < C
+            for t in tl.static_range(K * K):
+                hh = pr + (t // K - K // 2)
+                ww = qc + (t % K - K // 2)
+                ok = pm & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                f = tl.load(feat_ptr + img + cc[:, None].to(tl.int64) * (H * W) + (hh * W + ww)[None, :],
+                            mask=cm[:, None] & ok[None, :], other=0.0).to(CDT)
+                wv = tl.load(wt_ptr + wrow[None, None, :] + (oo[:, None, None] * KT + cc[None, :, None] * (K * K) + t),
+                             mask=om[:, None, None] & cm[None, :, None] & pm[None, None, :], other=0.0).to(CDT)
+                acc += tl.sum(wv * f[None, :, :], axis=1)
+        tl.store(out_ptr + n.to(tl.int64) * O * OH * OW + oo[:, None] * (OH * OW) + pix[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=om[:, None] & pm[None, :])
+
+    @triton.jit
+    def _bwd_feat_kernel(g_ptr, wt_ptr, idx_h, cls_h, idx_w, cls_w, gfeat_ptr, C, H, W, OH, OW, DW,
+                         O: tl.constexpr, K: tl.constexpr, CDT: tl.constexpr,
+                         BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """gfeat[n, c, p+ky-1, q+kx-1] += sum_o g[n, o, i, j] * wt[pair, o, c*k*k + t] (atomics)."""
+        n = tl.program_id(1)
+        pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pm = pix < OH * OW
+        i = pix // OW
+        j = pix % OW
+        pr = tl.load(idx_h + i, mask=pm, other=0)
+        qc = tl.load(idx_w + j, mask=pm, other=0)
+        pair = tl.load(cls_h + i, mask=pm, other=0) * DW + tl.load(cls_w + j, mask=pm, other=0)
+        oo = tl.arange(0, BLOCK_O)
+        om = oo < O
+        KT = C * K * K
+        wrow = pair.to(tl.int64) * (O * KT)
+        g = tl.load(g_ptr + n.to(tl.int64) * O * OH * OW + oo[:, None] * (OH * OW) + pix[None, :],
+                    mask=om[:, None] & pm[None, :], other=0.0).to(CDT)
+        img = n.to(tl.int64) * C * H * W
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + tl.arange(0, BLOCK_C)
+            cm = cc < C
+            for t in tl.static_range(K * K):
+                hh = pr + (t // K - K // 2)
+                ww = qc + (t % K - K // 2)
+                ok = pm & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                wv = tl.load(wt_ptr + wrow[None, None, :] + (oo[:, None, None] * KT + cc[None, :, None] * (K * K) + t),
+                             mask=om[:, None, None] & cm[None, :, None] & pm[None, None, :], other=0.0).to(CDT)
+                contrib = tl.sum(wv * g[:, None, :], axis=0)  # [BLOCK_C, BLOCK_P]
+                tl.atomic_add(gfeat_ptr + img + cc[:, None].to(tl.int64) * (H * W) + (hh * W + ww)[None, :],
+                              contrib, mask=cm[:, None] & ok[None, :])
+
+    @triton.jit
+    def _bwd_wt_kernel(g_ptr, feat_ptr, idx_h, order_h, start_h, idx_w, order_w, start_w, gwt_ptr,
+                       N, C, H, W, OH, OW, DW, O: tl.constexpr, K: tl.constexpr, CDT: tl.constexpr,
+                       BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
+        """gwt[pair, o, kk] = sum over the pair's pixels and n of g[n, o, i, j] * patch[n, kk, i, j]."""
+        pair = tl.program_id(0)
+        a = pair // DW
+        b = pair % DW
+        rs = tl.load(start_h + a)
+        nr = tl.load(start_h + a + 1) - rs
+        cs = tl.load(start_w + b)
+        ncol = tl.load(start_w + b + 1) - cs
+        KT = C * K * K
+        kk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        km = kk < KT
+        c = kk // (K * K)
+        dy = (kk % (K * K)) // K - K // 2
+        dx = kk % K - K // 2
+        oo = tl.arange(0, BLOCK_O)
+        om = oo < O
+        acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=CDT)
+        total = nr * ncol
+        for n in range(0, N):
+            n64 = tl.cast(n, tl.int64)
+            gimg = g_ptr + n64 * O * OH * OW
+            fimg = feat_ptr + n64 * C * H * W
+            for e0 in range(0, total, BLOCK_P):
+                e = e0 + tl.arange(0, BLOCK_P)
+                em = e < total
+                i = tl.load(order_h + rs + e // ncol, mask=em, other=0)
+                j = tl.load(order_w + cs + e % ncol, mask=em, other=0)
+                pr = tl.load(idx_h + i, mask=em, other=0)
+                qc = tl.load(idx_w + j, mask=em, other=0)
+                g = tl.load(gimg + oo[:, None] * (OH * OW) + (i * OW + j)[None, :],
+                            mask=om[:, None] & em[None, :], other=0.0).to(CDT)  # [BO, BP]
+                hh = pr[None, :] + dy[:, None]
+                ww = qc[None, :] + dx[:, None]
+                ok = em[None, :] & km[:, None] & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                f = tl.load(fimg + c[:, None].to(tl.int64) * (H * W) + hh * W + ww, mask=ok, other=0.0).to(CDT)
+                acc += tl.sum(g[:, None, :] * f[None, :, :], axis=2)
+        tl.store(gwt_ptr + pair.to(tl.int64) * (O * KT) + oo[:, None] * KT + kk[None, :], acc,
+                 mask=om[:, None] & km[None, :])
+
+
+def _blocks(c, o, npix):
+    # (outputs, channel block, pixel block); the interpreter runs one numpy op per tensor op: few, large programs
+    bo = next_pow2(o)
+    return bo, min(next_pow2(c), 16), interpret_or(min(1024, max(16, next_pow2(npix))), 64)
+
+
+def _triton_apply(feat, wt, tb, k, oh, ow):
+    n, c, h, w = feat.shape
+    o = wt.shape[1]
+    out = feat.new_empty((n, o, oh, ow))
+    bo, bc, bp = _blocks(c, o, oh * ow)
+    _fwd_kernel[(cdiv(oh * ow, bp), n)](feat, wt, tb["idx_h"], tb["cls_h"], tb["idx_w"], tb["cls_w"], out, c, h, w,
+                                        oh, ow, tb["off_w"].numel(), O=o, K=k, CDT=tl_acc(feat.dtype),
+                                        BLOCK_O=bo, BLOCK_C=bc, BLOCK_P=bp)
+    return out
+
+
+def _triton_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
+    n, c, h, w = feat.shape
+    o, kt = wt.shape[1], wt.shape[2]
+    oh, ow = grad.shape[2:]
+    dw = tb["off_w"].numel()
+    bo, bc, bp = _blocks(c, o, oh * ow)
+    g_feat = g_wt = None
+    if need_feat:
+        g_feat = torch.zeros(feat.shape, dtype=wt.dtype, device=feat.device)
+        _bwd_feat_kernel[(cdiv(oh * ow, bp), n)](grad, wt, tb["idx_h"], tb["cls_h"], tb["idx_w"], tb["cls_w"], g_feat,
+                                                 c, h, w, oh, ow, dw, O=o, K=k, CDT=tl_acc(feat.dtype),
+                                                 BLOCK_O=bo, BLOCK_C=bc, BLOCK_P=bp)
+    if need_wt:
+        g_wt = torch.empty_like(wt)
+        bk = interpret_or(min(next_pow2(kt), 128), 64)
+        _bwd_wt_kernel[(wt.shape[0], cdiv(kt, bk))](grad, feat, tb["idx_h"], tb["order_h"], tb["start_h"],
+                                                    tb["idx_w"], tb["order_w"], tb["start_w"], g_wt, n, c, h, w,
+                                                    oh, ow, dw, O=o, K=k, CDT=tl_acc(feat.dtype), BLOCK_O=bo,
+                                                    BLOCK_K=bk, BLOCK_P=interpret_or(64, 32))
+    return g_feat, g_wt
+
+
+# ============================================================================================ cuda
+def _cuda_apply(feat, wt, tb, k, oh, ow):
+    n, c, h, w = feat.shape
+    o = wt.shape[1]
+    out = feat.new_empty((n, o, oh, ow))
+    _cuda.call("meta_upscale_fwd", feat, wt, tb["idx_h"], tb["cls_h"], tb["idx_w"], tb["cls_w"], out, n, c, h, w,
+               oh, ow, tb["off_w"].numel(), o, k, CUDA_DTYPE[feat.dtype])
+    return out
+
+
+def _cuda_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
+    n, c, h, w = feat.shape
+    o = wt.shape[1]
+    oh, ow = grad.shape[2:]
+    g_feat = torch.zeros(feat.shape, dtype=wt.dtype, device=feat.device) if need_feat else None
+    g_wt = torch.empty_like(wt) if need_wt else None
+    _cuda.call("meta_upscale_bwd", grad, feat, wt, tb["idx_h"], tb["cls_h"], tb["order_h"], tb["start_h"],
+               tb["idx_w"], tb["cls_w"], tb["order_w"], tb["start_w"], g_feat, g_wt, n, c, h, w, oh, ow,
+               tb["off_h"].numel(), tb["off_w"].numel(), o, k, CUDA_DTYPE[feat.dtype])
+    return g_feat, g_wt
+
+
+# ============================================================================================ custom op
+_APPLY = {"triton": (_triton_apply, _triton_apply_bwd), "cuda": (_cuda_apply, _cuda_apply_bwd)}
+
+
+@torch.library.custom_op("vsr_engine::meta_upscale", mutates_args=())
+def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+             b2: torch.Tensor, out_channels: int, kernel_size: int, backend: str) -> torch.Tensor:
+    feat = feat.contiguous()
+    n, c, h, w = feat.shape
+    oh, ow = meta_out_size(h, w, scale)
+    tb = _tables(h, w, scale, feat.device)
+    cdt = acc_dtype(feat.dtype)
+    *_, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
+    wt = _pairs_wt(mlp_out, out_channels)
+    apply = _APPLY.get(backend, (_torch_apply, None))[0]
+    return apply(feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
+
+
+@_meta_op.register_fake
+def _(feat, scale, w1, b1, w2, b2, out_channels, kernel_size, backend):
+    oh, ow = meta_out_size(feat.shape[2], feat.shape[3], scale)
+    return feat.new_empty((feat.shape[0], out_channels, oh, ow))
+
+
+@torch.library.custom_op("vsr_engine::meta_upscale_backward", mutates_args=())
+def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor,
+                 w2: torch.Tensor, b2: torch.Tensor, out_channels: int, kernel_size: int, need: list[bool],
+                 backend: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for (feat, w1, b1, w2, b2); empty where ``need`` is False."""
+    grad, feat = grad.contiguous(), feat.contiguous()
+    n, c, h, w = feat.shape
+    tb = _tables(h, w, scale, feat.device)
+    cdt = acc_dtype(feat.dtype)
+    inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
+    wt = _pairs_wt(mlp_out, out_channels)
+    need_wt = any(need[1:])
+    bwd = _APPLY.get(backend, (None, _torch_apply_bwd))[1]
+    g_feat, g_wt = bwd(grad, feat, wt, tb, kernel_size, need[0], need_wt)
+    gw = _mlp_backward(g_wt, inp, z1, hid, w1, w2, need) if need_wt else (None,) * 4
+    outs = [g_feat] + list(gw)
+    refs = (feat, w1, b1, w2, b2)
+    return tuple(g.to(r.dtype) if (want and g is not None) else feat.new_empty(0)
+                 for g, r, want in zip(outs, refs, need))
+
+
+@_meta_bwd_op.register_fake
+def _(grad, feat, scale, w1, b1, w2, b2, out_channels, kernel_size, need, backend):
+    return tuple(r.new_empty(r.shape) if want else feat.new_empty(0) for r, want in zip((feat, w1, b1, w2, b2), need))
+
+
+def _setup_context(ctx, inputs, output):
+    feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, ctx.backend = inputs
+    ctx.save_for_backward(feat, w1, b1, w2, b2)
+
+
+def _backward(ctx, grad):
+    feat, w1, b1, w2, b2 = ctx.saved_tensors
+    nig = ctx.needs_input_grad
+    need = [bool(nig[0]), bool(nig[2]), bool(nig[3]), bool(nig[4]), bool(nig[5])]
+    g = _meta_bwd_op(grad, feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, need, ctx.backend)
+    gf, gw1, gb1, gw2, gb2 = (t if want else None for t, want in zip(g, need))
+    return gf, None, gw1, gb1, gw2, gb2, None, None, None
+
+
+_meta_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ============================================================================================ public
+def meta_upscale(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                 b2: torch.Tensor, out_channels: int = 3, kernel_size: int = 3) -> torch.Tensor:
+    """Meta-Upscale of ``feat`` (N, C, H, W) by ``scale`` -> (N, out_channels, int(scale*H), int(scale*W))."""
+    scale = float(scale)
+    _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size)
+    return _meta_op(feat, scale, w1, b1, w2, b2, int(out_channels), int(kernel_size),
+                    resolve("meta_upscale", feat.device.type))
