@@ -1,0 +1,81 @@
+"""Y-PSNR of a model on Vid4-style ground-truth folders (BI x4 LR made with the MATLAB-compatible bicubic).
+
+Used by ``vsr-engine eval`` and ``bench/eval_vid4.py``. Each clip goes through the model as one whole sequence
+(or, with ``window``, through the streaming :class:`~vsr_engine.engine.Engine`); PSNR is the mean over frames
+of the Y-channel PSNR (outputs clamped and rounded to uint8, no border crop unless asked).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data import bi_degrade, read_folder
+from .metrics import psnr_y
+
+
+def eval_clip(model, gts: Sequence[np.ndarray], device="cpu", dtype=torch.float32, window: int = 0,
+              overlap: int = 0, crop_border: int = 0) -> List[float]:
+    """Per-frame Y-PSNR of ``model`` on the BI x4 LR of ``gts`` (whole sequence, or windows through Engine)."""
+    lrs = [bi_degrade(g, 4) for g in gts]
+    if window:
+        from .engine import Engine
+        outs = list(Engine(model, device=device, dtype=dtype, window=window, overlap=overlap).run(lrs))
+        return [psnr_y(outs[i], gts[i], crop_border) for i in range(len(gts))]
+    x = torch.from_numpy(np.stack(lrs)).permute(0, 3, 1, 2).float().div(255.0).unsqueeze(0)
+    with torch.inference_mode():
+        y = model(x.to(device, dtype)).float().cpu()[0]
+    return [psnr_y(y[i], gts[i], crop_border) for i in range(len(gts))]
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("clips", nargs="+", help="folders of ground-truth frames")
+    ap.add_argument("--model", default="basicvsr")
+    ap.add_argument("--variant", default="vimeo-bi")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--frames", type=int, default=0, help="use only the first N frames (0 = all)")
+    ap.add_argument("--crop", type=int, default=0, help="centre-crop GT to this size (multiple of 4; 0 = none)")
+    ap.add_argument("--crop-border", type=int, default=0, help="pixels ignored at each border for PSNR")
+    ap.add_argument("--window", type=int, default=0, help="stream through the Engine with this window (0 = whole)")
+    ap.add_argument("--overlap", type=int, default=8, help="Engine overlap (with --window)")
+    ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+
+
+def run(args, out=print) -> float:
+    from . import load_model
+    from .engine import resolve_device
+    device = resolve_device(args.device)
+    model = load_model(args.model, weights=args.weights, variant=args.variant).to(device)
+    out(f"model {args.model} weights {model.weights_path} ({model.weights_layout}) device {device}"
+        + (f" window {args.window} overlap {args.overlap}" if args.window else ""))
+    means = []
+    for clip in args.clips:
+        gts = read_folder(clip)
+        if args.frames:
+            gts = gts[:args.frames]
+        if args.crop:
+            h, w = gts[0].shape[:2]
+            c = args.crop
+            gts = [g[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c] for g in gts]
+        t0 = time.time()
+        ps = eval_clip(model, gts, device, window=args.window, overlap=args.overlap, crop_border=args.crop_border)
+        means.append(float(np.mean(ps)))
+        out(f"{os.path.basename(os.path.normpath(clip)):>10s}: {means[-1]:.3f} dB  ({len(gts)} frames "
+            f"{gts[0].shape[1]}x{gts[0].shape[0]}, {time.time() - t0:.1f} s)")
+    mean = float(np.mean(means))
+    out(f"{'mean':>10s}: {mean:.3f} dB")
+    return mean
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
