@@ -36,12 +36,10 @@ import argparse
 import contextlib
 import copy
 import csv
-import datetime as _dt
 import glob
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +56,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
+from common import env_info  # noqa: E402  (bench/common.py)
 from vsr_engine import load_model  # noqa: E402
 from vsr_engine.pipeline import ChunkedModelStep, StreamPipeline  # noqa: E402
 
@@ -73,33 +72,13 @@ DTYPES = {"eager_fp32": torch.float32, "compile_fp16": torch.float16, "vsr_fp16"
 # ---------------------------------------------------------------------------------------------------------------
 # environment
 # ---------------------------------------------------------------------------------------------------------------
-def git_sha() -> str:
-    env = os.environ.get("VSR_ENGINE_GIT_SHA")
-    if env:
-        return env
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha[:12] + ("-dirty" if dirty else "")) if sha else "unknown"
-    except Exception:
-        return "unknown"
-
-
 def environment(device: torch.device) -> Dict[str, str]:
-    try:
-        import triton
-        tv = triton.__version__
-    except Exception:
-        tv = "none"
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)"
-    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "git_sha": git_sha(),
-            "device": name, "torch": torch.__version__, "triton": tv, "cuda": str(torch.version.cuda),
-            "cudnn": str(torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else "none")}
+    """bench/common.py's row header (date, git sha, versions), with the CPU named and cuDNN added."""
+    env = env_info(device)
+    if device.type != "cuda":
+        env["device"] = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)"
+    env["cudnn"] = str(torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else "none")
+    return env
 
 
 def sync(device: torch.device) -> None:

@@ -91,6 +91,8 @@ def require_gpu(args) -> torch.device:
 
 
 def git_sha() -> str:
+    if os.environ.get("VSR_ENGINE_GIT_SHA"):   # a copied tree without .git (e.g. the GPU machine)
+        return os.environ["VSR_ENGINE_GIT_SHA"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              timeout=10).stdout.strip()
