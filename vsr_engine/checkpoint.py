@@ -157,6 +157,8 @@ def guess_model(sd: Mapping[str, torch.Tensor]) -> str:
         return "realbasicvsr"
     if any(k.startswith("backward_trunk.") for k in keys) and "conv_last.weight" in keys:
         return "basicvsr"
+    if any(k.startswith("backward_rf.") for k in keys) and any(k.startswith("upscale.fc2.") for k in keys):
+        return "dscvsr"
     return ""
 
 

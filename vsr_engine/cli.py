@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 PROG = "vsr-engine"
 # modules that may add subcommands: each is imported if present and its register(subparsers) is called
-OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.train_cli")
+OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.train")
 EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
 _optional_status: dict = {}
 
@@ -95,6 +95,8 @@ def _pick_model(args) -> str:
     """--model auto: RealBasicVSR when its weights are at hand (or given), else official BasicVSR."""
     if args.model != "auto":
         return args.model
+    if getattr(args, "scale", None) is not None and args.scale != 4:
+        return "dscvsr"
     if args.weights:
         from .checkpoint import guess_model, prepare_state_dict
         found = guess_model(prepare_state_dict(args.weights)[0])
@@ -134,8 +136,20 @@ def cmd_upscale(args) -> int:
         import torch
         torch.set_num_threads(args.threads)
     model = _pick_model(args)
+    extra = {}
+    if args.scale is not None:
+        from .video import VsrInputError
+        if model in ("basicvsr", "realbasicvsr") and args.scale != 4:
+            raise VsrInputError(f"--model {model} upscales x4 only; use --model dscvsr for --scale {args.scale:g}")
+        extra["scale"] = args.scale
+    if not is_folder and info.width and info.height:
+        from .ops.meta_upscale import meta_out_size
+        from .video import check_output_size
+        r = args.scale if args.scale is not None else 4.0
+        oh, ow = meta_out_size(info.height, info.width, r)
+        check_output_size(args.pix_fmt, ow, oh)
     engine = Engine(model, weights=args.weights, device=device, dtype=dtype, window=args.window,
-                    overlap=args.overlap, variant=args.variant)
+                    overlap=args.overlap, variant=args.variant, **extra)
     if not args.quiet:
         w = engine.weights_path
         _eprint(f"input: {inp}: {info.describe()}")
@@ -154,9 +168,19 @@ def cmd_upscale(args) -> int:
     return 0 if summary.complete else EXIT_INCOMPLETE
 
 
+def _scale_arg(text: str) -> float:
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1.0 <= r <= 4.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside [1, 4] (dscvsr is trained for 1.1 to 4.0)")
+    return r
+
+
 def _add_upscale(sp, common):
     from .engine import DEFAULT_OVERLAP, DEFAULT_WINDOW
-    p = sp.add_parser("upscale", parents=[common], help="upscale a video (or image folder) x4",
+    p = sp.add_parser("upscale", parents=[common], help="upscale a video (or image folder), x4 or --scale",
                       description="Upscale INPUT (video file or image folder) into OUTPUT (video file, or a folder "
                                   "for PNG frames). Audio and subtitles are copied, timestamps and colour tags kept.")
     p.add_argument("input", help="video file or folder of images")
@@ -165,6 +189,9 @@ def _add_upscale(sp, common):
     g.add_argument("--model", default="auto",
                    help="model name (see `vsr-engine models`); auto: realbasicvsr when its weights are here, "
                         "else basicvsr")
+    g.add_argument("--scale", type=_scale_arg, default=None,
+                   help="output scale; any value in [1.1, 4] with --model dscvsr (output floor(scale*W) x "
+                        "floor(scale*H)); basicvsr/realbasicvsr are x4 only; auto picks dscvsr for a scale other than 4")
     g.add_argument("--variant", default=None, help="official weights variant (e.g. reds4, vimeo-bi, vimeo-bd)")
     g.add_argument("--weights", default=None, help="checkpoint file (BasicSR, mmagic or safetensors)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -194,6 +221,8 @@ _MODEL_NOTES = {
                 "bicubic-downscaled video",
     "realbasicvsr": "RealBasicVSR (CVPR 2022), x4: an image-cleaning stage before BasicVSR; for real-world "
                     "(noisy, compressed) video. `upscale --model auto` picks it when its weights are here",
+    "dscvsr": "DSCVSR (KSEM 2024), any scale 1.1-4 (--scale): depthwise-separable dense blocks, meta-upscale; "
+              "weights trained by this project (see README)",
 }
 
 

@@ -330,7 +330,8 @@ class Engine:
         self.model = self.model.eval().to(self.device, self.dtype)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.scale = int(getattr(self.model, "scale", 0) or 0) or None
+        sc = getattr(self.model, "scale", None)
+        self.scale = (int(sc) if float(sc).is_integer() else float(sc)) if sc else None
         core, cleaner = _unwrap(self.model)
         if mode not in ("auto", "split", "blackbox"):
             raise VsrInputError(f"unknown mode {mode!r}; choose auto, split or blackbox")
@@ -361,6 +362,14 @@ class Engine:
         return {"model": self.model_name, "variant": self.variant, "weights": self.weights_path,
                 "window": self.window, "overlap": self.overlap, "dtype": str(self.dtype).replace("torch.", ""),
                 "scale": self.scale, "mode": self.mode}
+
+    def output_size(self, width: int, height: int) -> Tuple[int, int]:
+        """(W, H) of the output for a ``width`` x ``height`` input (models may define ``output_size(h, w)``)."""
+        f = getattr(self.model, "output_size", None)
+        if callable(f):
+            oh, ow = f(height, width)
+            return int(ow), int(oh)
+        return int(width * self.scale), int(height * self.scale)
 
     # -- public API ----------------------------------------------------------------------------------------
     def run(self, source, sink=None, *, resume: bool = False, force: bool = False, fps=None,
@@ -476,7 +485,7 @@ class Engine:
         if getattr(src.info, "width", None) and getattr(src.info, "height", None):
             summary.input_size = (src.info.width, src.info.height)
             if self.scale:
-                summary.output_size = (src.info.width * self.scale, src.info.height * self.scale)
+                summary.output_size = self.output_size(src.info.width, src.info.height)
         dev, dt = self.device, self.dtype
         buf: List[torch.Tensor] = []          # (3, h, w) frames, absolute indices buf_start ...
         infos: List[FrameInfo] = []
@@ -530,12 +539,13 @@ class Engine:
                         i, y = next(gen)
                     except StopIteration:
                         break
-                    if self.scale is None:
-                        self.scale = int(y.shape[-2]) // size[1]
+                    out_wh = (int(y.shape[-1]), int(y.shape[-2]))
                     rgb = y.float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
                     del y
                 if not opened:
-                    summary.output_size = (size[0] * self.scale, size[1] * self.scale)
+                    summary.output_size = out_wh
+                    if self.scale is None:
+                        self.scale = out_wh[1] // size[1]
                     yield ("open", summary.output_size)
                     opened = True
                 summary.frames_out += 1

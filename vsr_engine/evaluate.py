@@ -18,24 +18,45 @@ from .data import bi_degrade, read_folder
 from .metrics import psnr_y
 
 
+def _psnr_fit(out, gt: np.ndarray, crop_border: int) -> float:
+    """PSNR on the common top-left region (at a non-integer scale floor(r * ceil(H / r)) may exceed H by a pixel)."""
+    h, w = gt.shape[:2]
+    oh, ow = (out.shape[-2:] if torch.is_tensor(out) else out.shape[:2])
+    if (oh, ow) != (h, w):
+        h, w = min(h, oh), min(w, ow)
+        out = out[..., :h, :w] if torch.is_tensor(out) else out[:h, :w]
+        gt = gt[:h, :w]
+    return psnr_y(out, gt, crop_border)
+
+
 def eval_clip(model, gts: Sequence[np.ndarray], device="cpu", dtype=torch.float32, window: int = 0,
-              overlap: int = 0, crop_border: int = 0) -> List[float]:
-    """Per-frame Y-PSNR of ``model`` on the BI x4 LR of ``gts`` (whole sequence, or windows through Engine)."""
-    lrs = [bi_degrade(g, 4) for g in gts]
+              overlap: int = 0, crop_border: int = 0, scale: float = 4) -> List[float]:
+    """Per-frame Y-PSNR of ``model`` on the BI LR of ``gts`` at ``scale`` (MATLAB ``imresize(gt, 1/scale)``),
+    whole sequence or windows through the Engine. ``model=None`` scores MATLAB bicubic upscaling."""
+    lrs = [bi_degrade(g, scale) for g in gts]
+    if model is None:
+        from .imresize import imresize
+        return [_psnr_fit(imresize(lr, scale), gts[i], crop_border) for i, lr in enumerate(lrs)]
+    kw = {} if float(scale) == 4.0 and not hasattr(model, "output_size") else {"scale": float(scale)}
     if window:
         from .engine import Engine
+        if kw:
+            model.scale = float(scale)
         outs = list(Engine(model, device=device, dtype=dtype, window=window, overlap=overlap).run(lrs))
-        return [psnr_y(outs[i], gts[i], crop_border) for i in range(len(gts))]
+        return [_psnr_fit(outs[i], gts[i], crop_border) for i in range(len(gts))]
+    if kw and not hasattr(model, "output_size"):
+        raise ValueError(f"{type(model).__name__} upscales x4 only; cannot evaluate it at x{scale:g}")
     x = torch.from_numpy(np.stack(lrs)).permute(0, 3, 1, 2).float().div(255.0).unsqueeze(0)
     with torch.inference_mode():
-        y = model(x.to(device, dtype)).float().cpu()[0]
-    return [psnr_y(y[i], gts[i], crop_border) for i in range(len(gts))]
+        y = model(x.to(device, dtype), **kw).float().cpu()[0]
+    return [_psnr_fit(y[i], gts[i], crop_border) for i in range(len(gts))]
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("clips", nargs="+", help="folders of ground-truth frames")
     ap.add_argument("--model", default="basicvsr")
-    ap.add_argument("--variant", default="vimeo-bi")
+    ap.add_argument("--variant", default=None, help="weights variant (default: vimeo-bi for basicvsr, the BI model)")
+    ap.add_argument("--scale", type=float, default=4.0, help="BI scale of the LR (dscvsr: any in [1.1, 4]; default 4)")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--frames", type=int, default=0, help="use only the first N frames (0 = all)")
     ap.add_argument("--crop", type=int, default=0, help="centre-crop GT to this size (multiple of 4; 0 = none)")
@@ -49,8 +70,12 @@ def run(args, out=print) -> float:
     from . import load_model
     from .engine import resolve_device
     device = resolve_device(args.device)
-    model = load_model(args.model, weights=args.weights, variant=args.variant).to(device)
-    out(f"model {args.model} weights {model.weights_path} ({model.weights_layout}) device {device}"
+    variant = args.variant or ("vimeo-bi" if args.model == "basicvsr" and not args.weights else None)
+    model = load_model(args.model, weights=args.weights, variant=variant).to(device)
+    if args.scale != 4 and not hasattr(model, "output_size"):
+        from .video import VsrInputError
+        raise VsrInputError(f"{args.model} upscales x4 only; --scale {args.scale:g} needs --model dscvsr")
+    out(f"model {args.model} x{args.scale:g} weights {model.weights_path} ({model.weights_layout}) device {device}"
         + (f" window {args.window} overlap {args.overlap}" if args.window else ""))
     means = []
     for clip in args.clips:
@@ -62,7 +87,8 @@ def run(args, out=print) -> float:
             c = args.crop
             gts = [g[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c] for g in gts]
         t0 = time.time()
-        ps = eval_clip(model, gts, device, window=args.window, overlap=args.overlap, crop_border=args.crop_border)
+        ps = eval_clip(model, gts, device, window=args.window, overlap=args.overlap, crop_border=args.crop_border,
+                       scale=args.scale)
         means.append(float(np.mean(ps)))
         out(f"{os.path.basename(os.path.normpath(clip)):>10s}: {means[-1]:.3f} dB  ({len(gts)} frames "
             f"{gts[0].shape[1]}x{gts[0].shape[0]}, {time.time() - t0:.1f} s)")

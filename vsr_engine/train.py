@@ -201,6 +201,7 @@ def plot_curve(rows: List[dict], path: str) -> None:
 def validate(student, clip: np.ndarray, scales=(2.0, 4.0), frames: int = 6, size: int = 160) -> float:
     """Mean Y-PSNR on a held-out HR crop at a few scales (not Vid4)."""
     from .metrics import psnr_y
+    size = min(size, clip.shape[1], clip.shape[2])
     hr = clip[:frames, :size, :size]
     ps = []
     student.eval()
@@ -242,7 +243,7 @@ def train(args) -> str:
     clips, val_clip = [], None
     for src in args.sources:
         if os.path.isdir(src):
-            clips.append(teacher_hr_frames(teacher, src, os.path.join(args.out, "cache")))
+            clips.append(teacher_hr_frames(teacher, src, args.cache or os.path.join(args.out, "cache")))
         else:
             v = read_video_rgb(src, args.max_frames)
             if os.path.basename(src).startswith("bikes"):   # last 20 frames held out for validation
@@ -270,7 +271,8 @@ def train(args) -> str:
     student.train()
     student.record_features = args.distill > 0
     t0, recent = time.time(), []
-    while step < args.steps:
+    stop = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    while step < stop:
         r = sampler.rng.choice(SCALES)
         lr, hr = sampler.sample(r, args.batch)
         lr, hr = lr.to(device), hr.to(device)
@@ -298,7 +300,7 @@ def train(args) -> str:
             print(f"step {step}/{args.steps} loss {row['loss_avg']:.4f} "
                   f"{'val %.2f dB ' % row['val_psnr'] if row['val_psnr'] != '' else ''}"
                   f"({el / max(1, len(rows)) / args.log_every:.2f} s/step)", file=sys.stderr, flush=True)
-        if step % args.save_every == 0 or step == args.steps:
+        if step % args.save_every == 0 or step == stop:
             torch.save({"model": student.state_dict(), "adapt": distiller.adapt.state_dict(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "step": step, "sampler_rng": sampler.rng.getstate(),
                         "torch_rng": torch.get_rng_state(), "rows": rows, "config": cfg, "args": vars(args)},
@@ -309,6 +311,9 @@ def train(args) -> str:
                 w.writeheader()
                 w.writerows(rows)
             plot_curve(rows, os.path.join(args.out, "curve.png"))
+    if step < args.steps:
+        print(f"stopped at step {step} of {args.steps}; continue with --resume", file=sys.stderr)
+        return ckpt_path
     export = os.path.join(args.out, "dscvsr.safetensors")
     export_weights(student, cfg, export, args)
     return export
@@ -348,7 +353,22 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--save-every", type=int, default=100)
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop (checkpointed) after this step; --resume goes on")
+    ap.add_argument("--cache", default="", help="where the teacher's x4 targets for LR-only folders are cached (default OUT/cache)")
+
+
+def register(subparsers) -> None:
+    """``vsr-engine train dscvsr ...`` (the CLI's optional subcommand hook)."""
+    p = subparsers.add_parser("train", help="train DSCVSR by distillation from official BasicVSR",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("model", choices=["dscvsr"])
+    add_arguments(p)
+
+    def run(args) -> int:
+        print(train(args))
+        return 0
+    p.set_defaults(func=run)
 
 
 def main(argv=None) -> None:

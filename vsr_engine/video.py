@@ -985,6 +985,18 @@ def check_stream_copy(src_path: str, fmt_name: str) -> None:
                 pass
 
 
+def check_output_size(pix_fmt: str, width: int, height: int) -> None:
+    """Chroma-subsampled formats need even sizes (4:2:0 both, 4:2:2/4:1:1 the width): say so before any work."""
+    f = pix_fmt.lower()
+    need_w = any(t in f for t in ("420", "422", "411", "nv12", "nv21", "nv16", "p010", "p016", "yuyv", "uyvy"))
+    need_h = any(t in f for t in ("420", "nv12", "nv21", "p010", "p016"))
+    odd = [n for n, v, need in (("width", width, need_w), ("height", height, need_h)) if need and v % 2]
+    if odd:
+        raise VsrOutputError(f"the output would be {width}x{height}, and pixel format {pix_fmt} needs an even "
+                             f"{' and '.join(odd)}; pick a scale that gives even sizes, use --pix-fmt yuv444p "
+                             "(or rgb24 with a codec that takes it), or write PNG frames to a folder")
+
+
 def check_video_options(path: str, codec: str = "libx264", pix_fmt: str = "yuv420p",
                         format: Optional[str] = None) -> str:
     """Check encoder, pixel format and container before any work (no side effects); returns the format name."""
@@ -1100,6 +1112,7 @@ class VideoFileSink(_Sink):
         self._prepared = True
 
     def open(self, info: SourceInfo, width: int, height: int):
+        check_output_size(self.pix_fmt, width, height)
         if not getattr(self, "_prepared", False):
             self.prepare(info)
         self._size = (width, height)

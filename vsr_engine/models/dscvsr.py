@@ -12,8 +12,10 @@ The paper's parts, in order (seed 004):
 - **Meta-upscale** (Meta-SR): weights predicted from (1/r, frac(i/r), frac(j/r)) once per distinct offset
   (``ops.meta_upscale``), for any scale r.
 
-One addition to the paper, stated plainly: the output adds a bilinear resize of the LR frame to the output size
-(as BasicVSR does), so the network learns a residual; it trains much faster from scratch.
+One addition to the paper, stated plainly: the output adds a MATLAB-bicubic (a = -0.5, no antialiasing when
+enlarging, symmetric borders -- the same kernel as the project's ``imresize``) resize of the LR frame to the output
+size, so the network learns a residual over bicubic (BasicVSR adds a bilinear one); the head starts near zero, so
+an untrained model already gives bicubic quality and training on a CPU budget only has to improve on it.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from ..imresize import contributions
 from ..ops.meta_upscale import meta_out_size
 from .basicvsr import ResidualBlockNoBN, SpyNet, check_input
 
@@ -90,6 +93,34 @@ class InfoFilling(nn.Module):
         return self.body(F.leaky_relu(self.fuse(torch.cat([prop, aligned], 1)), 0.1))
 
 
+_RESIZE_CACHE: Dict[tuple, torch.Tensor] = {}
+
+
+def _resize_matrix(in_len: int, out_len: int, scale: float, device, dtype) -> torch.Tensor:
+    key = (in_len, out_len, scale, str(device), dtype)
+    m = _RESIZE_CACHE.get(key)
+    if m is None:
+        w, idx = contributions(in_len, out_len, scale, antialias=False)
+        dense = torch.zeros(out_len, in_len, dtype=torch.float64)
+        dense.scatter_add_(1, torch.from_numpy(idx), torch.from_numpy(w))
+        m = dense.to(device=device, dtype=dtype)
+        if len(_RESIZE_CACHE) > 64:
+            _RESIZE_CACHE.clear()
+        _RESIZE_CACHE[key] = m
+    return m
+
+
+def bicubic_upscale(x: torch.Tensor, out_h: int, out_w: int, scale: float) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, out_h, out_w): MATLAB ``imresize(x, scale, 'bicubic')`` for scale >= 1, on floats.
+
+    Separable: out = A_y @ x @ A_x^T with the per-dimension weights of ``imresize.contributions``.
+    """
+    h, w = x.shape[-2:]
+    ay = _resize_matrix(h, out_h, scale, x.device, x.dtype)
+    ax = _resize_matrix(w, out_w, scale, x.device, x.dtype)
+    return torch.matmul(torch.matmul(ay, x), ax.t())
+
+
 class MetaUpscale(nn.Module):
     """Meta-SR's Pos2Weight MLP + per-pixel weighted k x k neighbourhood (``ops.meta_upscale``)."""
 
@@ -98,6 +129,9 @@ class MetaUpscale(nn.Module):
         self.out_channels, self.kernel_size = out_channels, kernel_size
         self.fc1 = nn.Linear(3, hidden)
         self.fc2 = nn.Linear(hidden, kernel_size * kernel_size * channels * out_channels)
+        with torch.no_grad():  # start near a zero residual: the untrained model is bicubic
+            self.fc2.weight.mul_(0.1)
+            self.fc2.bias.zero_()
 
     def forward(self, feat: torch.Tensor, scale: float) -> torch.Tensor:
         return ops.meta_upscale(feat, scale, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
@@ -111,7 +145,7 @@ class DSCVSR(nn.Module):
                  filling_blocks: int = 2, scale: float = 4.0):
         super().__init__()
         self.num_feat = num_feat
-        self.scale = float(scale)
+        self.scale = self.check_scale(scale)
         self.spynet = SpyNet()
         self.backward_rf = FeatureExtractor(num_feat + 3, num_feat, num_blocks, num_layers, growth)
         self.forward_rf = FeatureExtractor(num_feat + 3, num_feat, num_blocks, num_layers, growth)
@@ -121,6 +155,20 @@ class DSCVSR(nn.Module):
         self.upscale = MetaUpscale(num_feat)
         self.record_features = False      # keep per-frame branch features for distillation
         self.features: Dict[str, List[torch.Tensor]] = {}
+
+    @staticmethod
+    def check_scale(scale) -> float:
+        try:
+            r = float(scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"DSCVSR scale must be a number in [1, 4], got {scale!r}") from None
+        if not (1.0 <= r <= 4.0 + 1e-9) or math.isnan(r):
+            raise ValueError(f"DSCVSR scale must be in [1, 4] (trained on 1.1 to 4.0), got {scale}")
+        return r
+
+    def output_size(self, h: int, w: int, scale: Optional[float] = None) -> Tuple[int, int]:
+        """(floor(r*h), floor(r*w)) -- Meta-SR's rule."""
+        return meta_out_size(h, w, self.scale if scale is None else float(scale))
 
     def get_flows(self, lqs: torch.Tensor):
         n, t, c, h, w = lqs.shape
@@ -146,9 +194,7 @@ class DSCVSR(nn.Module):
 
     def forward(self, lqs: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
         check_input(lqs)
-        r = float(self.scale if scale is None else scale)
-        if not 1.0 <= r <= 4.0 + 1e-9:
-            raise ValueError(f"DSCVSR scale must be in [1, 4], got {r}")
+        r = self.scale if scale is None else self.check_scale(scale)
         n, t, c, h, w = lqs.shape
         oh, ow = meta_out_size(h, w, r)
         flows_f, flows_b = self.get_flows(lqs)
@@ -160,6 +206,6 @@ class DSCVSR(nn.Module):
         for i in range(t):
             feat = F.leaky_relu(self.fusion(torch.cat([fb[i], ff[i]], 1)), 0.1)
             sr = self.upscale(feat, r)
-            base = F.interpolate(lqs[:, i], size=(oh, ow), mode="bilinear", align_corners=False)
+            base = bicubic_upscale(lqs[:, i], oh, ow, r)
             outs.append(sr + base)
         return torch.stack(outs, dim=1)
