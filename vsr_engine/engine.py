@@ -171,7 +171,10 @@ class _PeakMemory:
 def _unwrap(model: nn.Module):
     """(bidirectional core, cleaner or None) for BasicVSR-like models, else (None, None)."""
     from .models.basicvsr import BasicVSR
+    from .models.dscvsr import DSCVSR
     from .models.realbasicvsr import RealBasicVSR
+    if isinstance(model, DSCVSR):
+        return model, None
     if isinstance(model, RealBasicVSR):
         return model.basicvsr, model
     if isinstance(model, BasicVSR):
@@ -236,7 +239,12 @@ class _SplitBidirectional:
                 self.flow_cache[i] = fl[k:k + 1]
         flows_b = (torch.stack([self.flow_cache[i][0] for i in range(s, s + L - 1)]).unsqueeze(0)
                    if L > 1 else None)
-        feats_b = core.propagate(x, flows_b, core.backward_trunk, backward=True)[:n_emit]
+        dsc = hasattr(core, "backward_rf")  # DSCVSR: filling parity needs absolute indices, its own step/upsample
+        if dsc:
+            feats_b = core.propagate(x, flows_b, core.backward_rf, core.backward_fill, backward=True,
+                                     first_index=s)[0][:n_emit]
+        else:
+            feats_b = core.propagate(x, flows_b, core.backward_trunk, backward=True)[:n_emit]
         for i in [k for k in self.flow_cache if k < s + n_emit]:
             del self.flow_cache[i]
         while len(self.flow_cache) > self.max_flow_cache:
@@ -249,6 +257,15 @@ class _SplitBidirectional:
         feat = self.feat_f
         off = 0 if self.prev_x is not None else 1
         for k in range(n_emit):
+            if dsc:
+                flow = flows_f[k - off:k - off + 1] if feat is not None else None
+                feat = core.step(x[:, k], feat, flow, core.forward_rf, core.forward_fill, s + k)[0]
+                out = core.reconstruct(x[:, k], feats_b[k], feat, core.scale)
+                feats_b[k] = None
+                self.feat_f = feat
+                self.prev_x = x[:, k]
+                yield s + k, out[0]
+                continue
             if feat is not None:
                 fi = k - off
                 feat = _flow_warp(feat, flows_f[fi:fi + 1])

@@ -91,8 +91,12 @@ class ClipSampler:
     def sample(self, scale: float, batch: int):
         lrs, hrs = [], []
         hr_size = int(round(self.lr_size * scale))
+        fits = [k for k, c in enumerate(self.clips) if min(c.shape[1], c.shape[2]) >= hr_size]
+        if not fits:
+            raise ValueError(f"no training clip is large enough for {hr_size}x{hr_size} HR crops "
+                             f"(LR patch {self.lr_size} at x{scale:g}); use a smaller --lr-size")
         for _ in range(batch):
-            clip = self.rng.choices(self.clips, weights=self.weights)[0]
+            clip = self.clips[self.rng.choices(fits, weights=[self.weights[k] for k in fits])[0]]
             t0 = self.rng.randrange(clip.shape[0] - self.frames + 1)
             y = self.rng.randrange(clip.shape[1] - hr_size + 1)
             x = self.rng.randrange(clip.shape[2] - hr_size + 1)

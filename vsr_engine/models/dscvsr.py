@@ -177,35 +177,42 @@ class DSCVSR(nn.Module):
         x1, x2 = lqs[:, :-1].reshape(-1, c, h, w), lqs[:, 1:].reshape(-1, c, h, w)
         return (self.spynet(x2, x1).view(n, t - 1, 2, h, w), self.spynet(x1, x2).view(n, t - 1, 2, h, w))
 
-    def propagate(self, lqs, flows, rf: FeatureExtractor, fill: InfoFilling, backward: bool):
-        n, t, _, h, w = lqs.shape
-        feat = lqs.new_zeros(n, self.num_feat, h, w)
+    def step(self, lq: torch.Tensor, prev: Optional[torch.Tensor], flow: Optional[torch.Tensor],
+             rf: FeatureExtractor, fill: InfoFilling, index: int):
+        """One recurrence step at frame ``index``: align the previous feature with ``flow`` (N, 2, h, w), fill
+        it on odd frames (Eq. 4), then R_f on [feature, LR frame]. Returns (feature, block outputs)."""
+        if prev is None:
+            feat = lq.new_zeros(lq.shape[0], self.num_feat, *lq.shape[-2:])
+        else:
+            aligned = ops.flow_warp(prev, flow.permute(0, 2, 3, 1))
+            feat = fill(prev, aligned) if index % 2 == 1 else aligned  # information filling, every other frame
+        return rf(torch.cat([feat, lq], dim=1))
+
+    def propagate(self, lqs, flows, rf: FeatureExtractor, fill: InfoFilling, backward: bool, first_index: int = 0):
+        """One branch over the clip; ``first_index`` is the absolute index of ``lqs[:, 0]`` (filling parity)."""
+        t = lqs.shape[1]
+        feat = None
         out: List[Optional[torch.Tensor]] = [None] * t
         blocks: List[Optional[List[torch.Tensor]]] = [None] * t
         order = range(t - 1, -1, -1) if backward else range(t)
-        for step, i in enumerate(order):
-            if step > 0:
-                flow = flows[:, i] if backward else flows[:, i - 1]
-                aligned = ops.flow_warp(feat, flow.permute(0, 2, 3, 1))
-                feat = fill(feat, aligned) if i % 2 == 1 else aligned  # information filling, every other frame
-            feat, blocks[i] = rf(torch.cat([feat, lqs[:, i]], dim=1))
+        for k, i in enumerate(order):
+            flow = None if k == 0 else (flows[:, i] if backward else flows[:, i - 1])
+            feat, blocks[i] = self.step(lqs[:, i], feat, flow, rf, fill, first_index + i)
             out[i] = feat
         return out, blocks
+
+    def reconstruct(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor, scale: float) -> torch.Tensor:
+        """Fuse both branches and meta-upscale one frame, plus the bicubic base: (N, 3, floor(rh), floor(rw))."""
+        oh, ow = meta_out_size(lq.shape[-2], lq.shape[-1], scale)
+        feat = F.leaky_relu(self.fusion(torch.cat([feat_b, feat_f], 1)), 0.1)
+        return self.upscale(feat, scale) + bicubic_upscale(lq, oh, ow, scale)
 
     def forward(self, lqs: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
         check_input(lqs)
         r = self.scale if scale is None else self.check_scale(scale)
-        n, t, c, h, w = lqs.shape
-        oh, ow = meta_out_size(h, w, r)
         flows_f, flows_b = self.get_flows(lqs)
         fb, blocks_b = self.propagate(lqs, flows_b, self.backward_rf, self.backward_fill, backward=True)
         ff, blocks_f = self.propagate(lqs, flows_f, self.forward_rf, self.forward_fill, backward=False)
         if self.record_features:
             self.features = {"backward": fb, "forward": ff, "backward_blocks": blocks_b, "forward_blocks": blocks_f}
-        outs = []
-        for i in range(t):
-            feat = F.leaky_relu(self.fusion(torch.cat([fb[i], ff[i]], 1)), 0.1)
-            sr = self.upscale(feat, r)
-            base = bicubic_upscale(lqs[:, i], oh, ow, r)
-            outs.append(sr + base)
-        return torch.stack(outs, dim=1)
+        return torch.stack([self.reconstruct(lqs[:, i], fb[i], ff[i], r) for i in range(lqs.shape[1])], dim=1)
