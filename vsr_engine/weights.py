@@ -55,11 +55,11 @@ KNOWN: Dict[str, Dict[str, WeightsSpec]] = {
 }
 # DSCVSR has no official weights anywhere; this project trains them (vsr_engine/train.py) and ships them.
 KNOWN["dscvsr"] = {
-    "distill": WeightsSpec("dscvsr_bi_distill.safetensors", None, None, (),
-                           "trained here: BI x1.1-x4.0, distilled from official BasicVSR (vimeo-bi); bundled, fp16",
-                           bundled="assets/dscvsr_bi_distill.safetensors"),
+    "bi": WeightsSpec("dscvsr_bi.safetensors", None, None, (),
+                      "trained here (CPU, 1600 steps): BI x1.1-x4.0, Charbonnier only; bundled, fp16",
+                      bundled="assets/dscvsr_bi.safetensors"),
 }
-DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "distill"}
+DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "bi"}
 
 
 class WeightsError(RuntimeError):
