@@ -215,7 +215,9 @@ def test_sigint_then_resume(tmp_path, tiny_weights):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **FAST_ENV}
     cmd = [sys.executable, "-m", "vsr_engine.cli", "upscale", str(src), str(out), "--model", "basicvsr",
            "--weights", tiny_weights, "--window", "4", "--overlap", "2", "--preset", "ultrafast", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIG_DFL in the child: started from a background job without job control, SIGINT would be inherited ignored
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = os.path.join(partial_dir_for(str(out)), "state.json")
     t0 = time.time()
     done = 0

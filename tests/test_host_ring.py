@@ -301,6 +301,9 @@ def test_wait_releases_gil(hb):
 
 
 def test_ctrl_c_interrupts_blocked_wait(hb):
+    import signal
+    # a shell that starts pytest in the background without job control leaves SIGINT ignored; use Python's handler
+    prev = signal.signal(signal.SIGINT, signal.default_int_handler)
     r = hb.Ring(1)
     timer = threading.Timer(0.15, _thread.interrupt_main)
     try:
@@ -309,6 +312,7 @@ def test_ctrl_c_interrupts_blocked_wait(hb):
             r.acquire_ready(10.0)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, prev)
 
 
 # ---------------------------------------------------------------------------------------------------------------
