@@ -162,8 +162,13 @@ def guess_model(sd: Mapping[str, torch.Tensor]) -> str:
     return ""
 
 
-def count_blocks(sd: Mapping[str, torch.Tensor], trunk_prefix: str) -> int:
-    """Number of residual blocks under ``<trunk_prefix>.main.2.<k>.`` (0 if none)."""
-    pat = re.compile(re.escape(trunk_prefix) + r"\.main\.2\.(\d+)\.")
+def count_indexed(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of numbered children ``<prefix>.<k>.`` (max k + 1; 0 if none)."""
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     ks = {int(m.group(1)) for k in sd for m in [pat.match(k)] if m}
     return max(ks) + 1 if ks else 0
+
+
+def count_blocks(sd: Mapping[str, torch.Tensor], trunk_prefix: str) -> int:
+    """Number of residual blocks under ``<trunk_prefix>.main.2.<k>.`` (0 if none)."""
+    return count_indexed(sd, trunk_prefix + ".main.2")

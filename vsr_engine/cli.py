@@ -138,9 +138,12 @@ def cmd_upscale(args) -> int:
     model = _pick_model(args)
     extra = {}
     if args.scale is not None:
+        from .models import check_scale
         from .video import VsrInputError
-        if model in ("basicvsr", "realbasicvsr") and args.scale != 4:
-            raise VsrInputError(f"--model {model} upscales x4 only; use --model dscvsr for --scale {args.scale:g}")
+        try:
+            check_scale(model, args.scale)
+        except ValueError as e:
+            raise VsrInputError(str(e)) from None
         extra["scale"] = args.scale
     if not is_folder and info.width and info.height:
         from .ops.meta_upscale import meta_out_size
@@ -169,13 +172,11 @@ def cmd_upscale(args) -> int:
 
 
 def _scale_arg(text: str) -> float:
+    from .models.dscvsr import DSCVSR
     try:
-        r = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1.0 <= r <= 4.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside [1, 4] (dscvsr is trained for 1.1 to 4.0)")
-    return r
+        return DSCVSR.check_scale(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_upscale(sp, common):

@@ -257,20 +257,15 @@ class _SplitBidirectional:
         feat = self.feat_f
         off = 0 if self.prev_x is not None else 1
         for k in range(n_emit):
+            flow = flows_f[k - off:k - off + 1] if feat is not None else None
             if dsc:
-                flow = flows_f[k - off:k - off + 1] if feat is not None else None
                 feat = core.step(x[:, k], feat, flow, core.forward_rf, core.forward_fill, s + k)[0]
                 out = core.reconstruct(x[:, k], feats_b[k], feat, core.scale)
-                feats_b[k] = None
-                self.feat_f = feat
-                self.prev_x = x[:, k]
-                yield s + k, out[0]
-                continue
-            if feat is not None:
-                fi = k - off
-                feat = _flow_warp(feat, flows_f[fi:fi + 1])
-            feat = core.propagate(x[:, k:k + 1], None, core.forward_trunk, backward=False, feat=feat)[0]
-            out = core.upsample(x[:, k], feats_b[k], feat)
+            else:
+                if feat is not None:
+                    feat = _flow_warp(feat, flow)
+                feat = core.propagate(x[:, k:k + 1], None, core.forward_trunk, backward=False, feat=feat)[0]
+                out = core.upsample(x[:, k], feats_b[k], feat)
             feats_b[k] = None
             self.feat_f = feat
             self.prev_x = x[:, k]

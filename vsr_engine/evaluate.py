@@ -37,18 +37,23 @@ def eval_clip(model, gts: Sequence[np.ndarray], device="cpu", dtype=torch.float3
     if model is None:
         from .imresize import imresize
         return [_psnr_fit(imresize(lr, scale), gts[i], crop_border) for i, lr in enumerate(lrs)]
-    kw = {} if float(scale) == 4.0 and not hasattr(model, "output_size") else {"scale": float(scale)}
+    any_scale = hasattr(model, "output_size")  # DSCVSR; the others are x4 only
+    if not any_scale and float(scale) != 4.0:
+        raise ValueError(f"{type(model).__name__} upscales x4 only; cannot evaluate it at x{scale:g}")
     if window:
         from .engine import Engine
-        if kw:
-            model.scale = float(scale)
-        outs = list(Engine(model, device=device, dtype=dtype, window=window, overlap=overlap).run(lrs))
+        old = getattr(model, "scale", None)
+        if any_scale:
+            model.scale = float(scale)  # the Engine runs the model at its own scale
+        try:
+            outs = list(Engine(model, device=device, dtype=dtype, window=window, overlap=overlap).run(lrs))
+        finally:
+            if any_scale:
+                model.scale = old
         return [_psnr_fit(outs[i], gts[i], crop_border) for i in range(len(gts))]
-    if kw and not hasattr(model, "output_size"):
-        raise ValueError(f"{type(model).__name__} upscales x4 only; cannot evaluate it at x{scale:g}")
     x = torch.from_numpy(np.stack(lrs)).permute(0, 3, 1, 2).float().div(255.0).unsqueeze(0)
     with torch.inference_mode():
-        y = model(x.to(device, dtype), **kw).float().cpu()[0]
+        y = model(x.to(device, dtype), **({"scale": float(scale)} if any_scale else {})).float().cpu()[0]
     return [_psnr_fit(y[i], gts[i], crop_border) for i in range(len(gts))]
 
 
@@ -69,12 +74,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run(args, out=print) -> float:
     from . import load_model
     from .engine import resolve_device
+    from .models import check_scale
     device = resolve_device(args.device)
     variant = args.variant or ("vimeo-bi" if args.model == "basicvsr" and not args.weights else None)
     model = load_model(args.model, weights=args.weights, variant=variant).to(device)
-    if args.scale != 4 and not hasattr(model, "output_size"):
+    try:
+        check_scale(args.model, args.scale)
+    except ValueError as e:
         from .video import VsrInputError
-        raise VsrInputError(f"{args.model} upscales x4 only; --scale {args.scale:g} needs --model dscvsr")
+        raise VsrInputError(str(e)) from None
     out(f"model {args.model} x{args.scale:g} weights {model.weights_path} ({model.weights_layout}) device {device}"
         + (f" window {args.window} overlap {args.overlap}" if args.window else ""))
     means = []

@@ -986,14 +986,16 @@ def check_stream_copy(src_path: str, fmt_name: str) -> None:
 
 
 def check_output_size(pix_fmt: str, width: int, height: int) -> None:
-    """Chroma-subsampled formats need even sizes (4:2:0 both, 4:2:2/4:1:1 the width): say so before any work."""
-    f = pix_fmt.lower()
-    need_w = any(t in f for t in ("420", "422", "411", "nv12", "nv21", "nv16", "p010", "p016", "yuyv", "uyvy"))
-    need_h = any(t in f for t in ("420", "nv12", "nv21", "p010", "p016"))
-    odd = [n for n, v, need in (("width", width, need_w), ("height", height, need_h)) if need and v % 2]
-    if odd:
-        raise VsrOutputError(f"the output would be {width}x{height}, and pixel format {pix_fmt} needs an even "
-                             f"{' and '.join(odd)}; pick a scale that gives even sizes, use --pix-fmt yuv444p "
+    """Chroma-subsampled formats need sizes divisible by the subsampling (4:2:0: both even): say so before any
+    work. The factors come from FFmpeg's own description of ``pix_fmt``."""
+    comps = _av().VideoFormat(pix_fmt, 16, 16).components
+    sub_w = max(16 // max(1, c.width) for c in comps)
+    sub_h = max(16 // max(1, c.height) for c in comps)
+    bad = [f"{'an even' if k == 2 else f'a multiple of {k} in'} {n}" for n, v, k in
+           (("width", width, sub_w), ("height", height, sub_h)) if k > 1 and v % k]
+    if bad:
+        raise VsrOutputError(f"the output would be {width}x{height}, and pixel format {pix_fmt} needs "
+                             f"{' and '.join(bad)}; pick a scale that gives such sizes, use --pix-fmt yuv444p "
                              "(or rgb24 with a codec that takes it), or write PNG frames to a folder")
 
 

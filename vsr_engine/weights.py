@@ -92,12 +92,16 @@ def find_package_file(pkg: str, fname: str) -> Optional[str]:
     return None
 
 
+def _bundled_path(spec: WeightsSpec) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), spec.bundled)
+
+
 def candidates(name: str, variant: Optional[str] = None) -> List[Tuple[str, str]]:
     """Every place the weights could come from, in order: (kind, path-or-url)."""
     spec = spec_for(name, variant)
     out = [("cache", os.path.join(cache_dir(), n)) for n in (spec.filename, *spec.aliases)]
     if spec.bundled:
-        out.append(("bundled", os.path.join(os.path.dirname(os.path.abspath(__file__)), spec.bundled)))
+        out.append(("bundled", _bundled_path(spec)))
     if spec.package_file:
         p = find_package_file(*spec.package_file)
         out.append(("package", p or f"{spec.package_file[0]} (not installed)"))
@@ -128,7 +132,7 @@ def resolve(name: str, variant: Optional[str] = None, weights: Optional[str] = N
     spec = spec_for(name, variant)
     if spec.bundled and not spec.url:
         raise WeightsError(f"{name} ({variant or DEFAULT_VARIANT[name]}) weights should be bundled at "
-                           f"{candidates(name, variant)[-1][1]} but that file is missing (a broken install?); "
+                           f"{_bundled_path(spec)} but that file is missing (a broken install?); "
                            "reinstall vsr_engine or pass weights=PATH")
     if download is None:
         download = os.environ.get("VSR_ENGINE_OFFLINE", "") in ("", "0")

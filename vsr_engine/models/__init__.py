@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Callable, Dict, Optional, Union
 
 import torch.nn as nn
@@ -24,18 +23,12 @@ def _realbasicvsr_arch(sd) -> Dict[str, int]:
             "num_cleaning_blocks": ckpt.count_blocks(sd, "image_cleaning.0")}
 
 
-def _count(sd, pattern: str) -> int:
-    pat = re.compile(pattern)
-    ks = {int(m.group(1)) for k in sd for m in [pat.match(k)] if m}
-    return max(ks) + 1 if ks else 0
-
-
 def _dscvsr_arch(sd) -> Dict[str, int]:
     return {"num_feat": int(sd["fusion.weight"].shape[0]),
-            "num_blocks": _count(sd, r"backward_rf\.blocks\.(\d+)\."),
-            "num_layers": _count(sd, r"backward_rf\.blocks\.0\.layers\.(\d+)\."),
+            "num_blocks": ckpt.count_indexed(sd, "backward_rf.blocks"),
+            "num_layers": ckpt.count_indexed(sd, "backward_rf.blocks.0.layers"),
             "growth": int(sd["backward_rf.blocks.0.layers.0.pw.weight"].shape[0]),
-            "filling_blocks": _count(sd, r"backward_fill\.body\.(\d+)\.")}
+            "filling_blocks": ckpt.count_indexed(sd, "backward_fill.body")}
 
 
 # name -> (constructor, arch inference from a (renamed) state dict)
@@ -47,6 +40,15 @@ MODELS: Dict[str, tuple] = {
 
 
 FIXED_X4 = ("basicvsr", "realbasicvsr")
+
+
+def check_scale(name: str, scale) -> float:
+    """The scale ``name`` can produce, or ValueError: x4 models take only 4, dscvsr any r in [1, 4]."""
+    if name in FIXED_X4:
+        if float(scale) != 4.0:
+            raise ValueError(f"{name} upscales x4 only (got scale={scale:g}); dscvsr takes any scale in [1.1, 4]")
+        return 4.0
+    return DSCVSR.check_scale(scale)
 
 
 class UnknownModelError(ValueError):
@@ -78,8 +80,8 @@ def load_model(name: str, weights: Union[str, os.PathLike, None, bool] = None, v
     cls, infer = MODELS[name]
     if "scale" in arch_kwargs and name in FIXED_X4:
         sc = arch_kwargs.pop("scale")
-        if sc is not None and float(sc) != 4.0:
-            raise ValueError(f"{name} upscales x4 only (got scale={sc}); dscvsr takes any scale in [1.1, 4]")
+        if sc is not None:
+            check_scale(name, sc)
     if weights is False:
         return cls(**arch_kwargs).eval()
     path = W.resolve(name, variant, None if weights is None else os.fspath(weights))
@@ -98,5 +100,5 @@ def load_model(name: str, weights: Union[str, os.PathLike, None, bool] = None, v
     return model.eval()
 
 
-__all__ = ["BasicVSR", "RealBasicVSR", "DSCVSR", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
+__all__ = ["BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
            "UnknownModelError"]

@@ -163,7 +163,7 @@ class DSCVSR(nn.Module):
         except (TypeError, ValueError):
             raise ValueError(f"DSCVSR scale must be a number in [1, 4], got {scale!r}") from None
         if not (1.0 <= r <= 4.0 + 1e-9) or math.isnan(r):
-            raise ValueError(f"DSCVSR scale must be in [1, 4] (trained on 1.1 to 4.0), got {scale}")
+            raise ValueError(f"DSCVSR scale {scale} is outside [1, 4] (trained on 1.1 to 4.0)")
         return r
 
     def output_size(self, h: int, w: int, scale: Optional[float] = None) -> Tuple[int, int]:
