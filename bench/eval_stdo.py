@@ -4,6 +4,8 @@ labelling by a general model vs by bicubic; client-side upscale speed.
     python bench/eval_stdo.py --threads 1 --out bench/results/stdo_cpu     # writes .md and .json (~55 min CPU)
     python bench/eval_stdo.py --ablation 1200     # adds the longer-budget walk x4 run to the same .json/.md
     python bench/eval_stdo.py --speed-only        # only the 270p -> 1080p client speed section
+    python bench/eval_stdo.py --long 2400 --settings city:4 bbb:4 --out bench/results/stdo_cpu_long
+                                                  # longer budget: general, STDO K=4, JSTDO, general+F per clip
 
 Per clip and scale (the HR frames are the first ``--frames`` frames, optionally resized; LR = MATLAB bicubic,
 encoded with x264 and decoded -- every method sees the decoded LR, as the client would):
@@ -271,6 +273,77 @@ def ablation(args, Fs):
     return out
 
 
+def long_budget(args, Fs):
+    """Per setting, a longer fine-tune budget F: general (``--general-steps``), STDO K=4 (F/4 steps per chunk
+    model), JSTDO (F steps on the K=4 mix) and general+F (the compute-matched control). Written after each clip."""
+    path = args.out + ".json"
+    meta = {"machine": machine(), "args": vars(args), "F": Fs}
+    out = {}
+    t0 = time.time()
+    for s in args.settings:
+        name, scale = s.split(":")
+        scale = int(scale)
+        spec = CLIPS[name]
+        hr, info = stdo.read_hr(os.path.join(args.data, spec["path"]), spec["start"], args.frames, spec["hr_width"])
+        base = dict(scale=scale, arch=dict(num_blocks=args.blocks, num_residual_units=args.units),
+                    general_steps=args.general_steps, batch=args.batch, crop=args.crop, seed=args.seed, device="cpu",
+                    lr_crf=args.lr_crf, lr_pix_fmt=args.lr_pix_fmt)
+        p = F.prepare(hr, stdo.FitConfig(**base, chunks=4, steps=Fs // 4), info.fps, info.time_base, info.pts)
+        hr_t, lr_t, grid = p["hr_t"], p["lr_t"], p["grid"]
+        r = {"clip": name, "scale": scale, "frames": len(hr), "psnr": {}, "train_s": {}, "model_bytes": {}}
+        r["psnr"]["bicubic"] = mean_psnr(F.bicubic_up(p["lr_frames"], scale), hr_t)
+        t = time.time()
+        res4 = stdo.fit(hr, stdo.FitConfig(**base, chunks=4, steps=Fs // 4), prepared=p, progress=None)
+        r["train_s"]["general"], r["train_s"]["STDO K=4"] = res4.timings["general"], res4.timings["models"]
+        gen = res4.general
+        r["psnr"]["general"] = mean_psnr(F.sr_whole(gen, lr_t, "cpu"), hr_t)
+        b4 = res4.bundle
+        r["psnr"]["STDO K=4"] = mean_psnr(tiled(b4.build_models(), b4.manifest["chunk_models"], res4.chunk_map, p), hr_t)
+        r["model_bytes"]["STDO K=4"] = b4.sizes()["models"]
+        log(f"long {name} x{scale}: bicubic {r['psnr']['bicubic']:.2f} general {r['psnr']['general']:.2f} "
+            f"STDO4 {r['psnr']['STDO K=4']:.2f}")
+        resj = stdo.fit(hr, stdo.FitConfig(**base, chunks=4, steps=Fs, joint=True), prepared=p, general=gen,
+                        progress=None)
+        r["train_s"]["JSTDO"] = resj.timings["models"]
+        r["psnr"]["JSTDO (K=4 mix)"] = mean_psnr(F.sr_whole(resj.models[0], lr_t, "cpu"), hr_t)
+        r["model_bytes"]["JSTDO (K=4 mix)"] = resj.bundle.sizes()["models"]
+        g2 = SM.clone(gen)
+        st = F.train(g2, F.CellSampler(lr_t, hr_t, grid, np.arange(len(hr) * grid.n_cells), args.crop,
+                                       np.random.default_rng(args.seed + 77)), Fs, 1e-3, args.batch, "cpu",
+                     args.seed + 77)
+        r["train_s"]["general+F"] = st["seconds"]
+        r["psnr"][f"general+{Fs}"] = mean_psnr(F.sr_whole(g2, lr_t, "cpu"), hr_t)
+        r["seconds"] = time.time() - t
+        out[f"{name}_x{scale}"] = r
+        meta["total_s"] = time.time() - t0
+        log(f"long {name} x{scale} done in {r['seconds']:.0f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in r["psnr"].items()))
+        with open(path, "w") as f:
+            json.dump({"meta": meta, "results": out}, f, indent=1)
+        write_long_md(args.out + ".md", out, meta)
+    return out
+
+
+def write_long_md(path, out, meta):
+    a, Fs = meta["args"], meta["F"]
+    L = [f"# STDO / JSTDO, longer budget (F = {Fs}) ({'GPU ' + meta['machine']['gpu'] if meta['machine']['gpu'] else 'CPU'})",
+         "", f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, torch {meta['machine']['torch']}, "
+         f"{meta['machine']['threads']} thread(s). Same settings as stdo_cpu.md ({a['frames']} frames, WDSR "
+         f"{a['blocks']} blocks x {a['units']} units, batch {a['batch']} x {a['crop']}^2, seed {a['seed']}) except the "
+         f"budget: general {a['general_steps']} steps, then F = {Fs} steps for each of: STDO K=4 ({Fs // 4} per chunk "
+         f"model), JSTDO (K=4 mix), general+F (compute-matched control). Y-PSNR dB, whole frames.", "",
+         "| clip | bicubic | general | STDO K=4 | JSTDO | general+F | STDO K=4 − bicubic | JSTDO − STDO K=4 | "
+         "STDO K=4 − general+F | models B STDO K=4 / JSTDO | wall min |", "|---|" + "---|" * 10]
+    for r in out.values():
+        p = r["psnr"]
+        gF = p[f"general+{Fs}"]
+        L.append(f"| {r['clip']} x{r['scale']} | {p['bicubic']:.2f} | {p['general']:.2f} | {p['STDO K=4']:.2f} | "
+                 f"{p['JSTDO (K=4 mix)']:.2f} | {gF:.2f} | {p['STDO K=4'] - p['bicubic']:+.2f} | "
+                 f"{p['JSTDO (K=4 mix)'] - p['STDO K=4']:+.2f} | {p['STDO K=4'] - gF:+.2f} | "
+                 f"{r['model_bytes']['STDO K=4']} / {r['model_bytes']['JSTDO (K=4 mix)']} | {r['seconds'] / 60:.1f} |")
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -388,10 +461,16 @@ def main(argv=None):
                     help="only the speed section, added to the existing OUT.json (whose settings are kept)")
     ap.add_argument("--ablation", type=int, default=0, metavar="F",
                     help="only the longer-budget walk x4 ablation with F fine-tune steps, added to OUT.json")
+    ap.add_argument("--long", type=int, default=0, metavar="F",
+                    help="longer budget F on each of --settings: general, STDO K=4, JSTDO, general+F (own OUT.json/.md)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if args.long:
+        long_budget(args, args.long)
+        log(f"wrote {args.out}.md / .json")
+        return
     if args.speed_only or args.ablation:
         with open(args.out + ".json") as f:
             old = json.load(f)
