@@ -107,7 +107,7 @@ def run_setting(name, scale, args, out):
                 device="cpu", lr_crf=args.lr_crf, lr_pix_fmt=args.lr_pix_fmt)
     t_setting = time.time()
     p = F.prepare(hr, stdo.FitConfig(**base, chunks=4, steps=Fs // 4), info.fps, info.time_base, info.pts,
-                  info.source if info.has_audio else None, float(info.pts[0] * info.time_base))
+                  info.source if info.has_audio else None)
     grid = p["grid"]
     r = {"clip": name, "scale": scale, "frames": len(hr), "hr": f"{p['hr_frames'][0].shape[1]}x{p['hr_frames'][0].shape[0]}",
          "lr": f"{grid.lr_w}x{grid.lr_h}", "grid": f"{grid.gw}x{grid.gh}", "cell": "x".join(map(str, grid.cell_max[::-1])),

@@ -16,7 +16,7 @@ from vsr_engine.models.edsr import EDSR
 from vsr_engine.models.wdsr import WDSR, bicubic_skip_, fold_weight_norm
 from vsr_engine import stdo
 from vsr_engine.stdo import Bundle, BundleError, PatchGrid, jstdo_mix, quantile_chunks
-from vsr_engine.stdo import _video
+from vsr_engine.video import VideoReader, VsrOutputError, read_video_frames
 
 F = importlib.import_module("vsr_engine.stdo.fit")
 TINY = dict(num_blocks=2, num_residual_units=8)
@@ -241,7 +241,7 @@ def test_fit_beats_bicubic_and_upscale_matches(data_dir, tmp_path):
     b.save(path)
     st = stdo.upscale_bundle(path, tmp_path / "walk_x4.mp4", device="cpu", crf=0, pix_fmt="yuv444p")
     assert st["frames"] == len(hr)
-    dec = [f for f, _ in _video.decode(str(tmp_path / "walk_x4.mp4"))]
+    dec = read_video_frames(str(tmp_path / "walk_x4.mp4"))[0]
     assert len(dec) == len(hr) and dec[0].shape == hr[0].shape
     assert np.mean([psnr_y(a, h) for a, h in zip(dec, out)]) > 45   # only the output encoding differs
 
@@ -278,9 +278,17 @@ def test_cli_fit_upscale_keeps_audio_and_timestamps(data_dir, tmp_path, capsys):
     assert main(["info", bpath]) == 0
     assert "STDO bundle OK" in capsys.readouterr().out
     assert main(["upscale", bpath, out, "--device", "cpu", "-q"]) == 0
-    src_info, out_info = _video.probe(src), _video.probe(out)
-    assert out_info.has_audio and (out_info.width, out_info.height) == (160, 88)
-    assert out_info.time_base == src_info.time_base and out_info.pts == src_info.pts[:4]
+    _, src_fi, src_info = read_video_frames(src, max_frames=4)
+    dec, out_fi, out_info = read_video_frames(out)
+    assert out_info.has_audio and (out_info.width, out_info.height) == (160, 88) and len(dec) == 4
+    assert out_info.time_base == src_info.time_base
+    assert [f.pts for f in out_fi] == [f.pts for f in src_fi]
+    # only the audio that overlaps the 4 frames (0.16 s) went into the LR video, and so into the output
+    import av
+    with av.open(out) as c:
+        a = c.streams.audio[0]
+        a_end = max(float((p.pts + p.duration) * a.time_base) for p in c.demux(a) if p.pts is not None)
+    assert 0.15 < a_end < 0.3, a_end
     # a damaged bundle: one clear error line, exit status 2
     with open(bpath, "r+b") as f:
         f.seek(300)
@@ -293,6 +301,83 @@ def test_cli_fit_upscale_keeps_audio_and_timestamps(data_dir, tmp_path, capsys):
     register(ap.add_subparsers(dest="cmd"))
     args = ap.parse_args(["stdo", "info", bpath])
     assert args.func(args) == 2
+
+
+def _toy_bundle_frames(n=7):
+    """A 2-model bundle whose LR video has ``n`` distinct frames (16x24, x2)."""
+    b = _toy_bundle()
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(n)]
+    b.lr_video = F.encode_lr(frames, 25, F.Fraction(1, 25), list(range(n)))
+    b.manifest["frames"] = n
+    b.chunk_map = (np.arange(n * 6).reshape(n, 2, 3) % 2).astype(np.uint8)
+    return b
+
+
+def test_upscale_interrupted_leaves_no_output_and_resumes(tmp_path, monkeypatch):
+    U = importlib.import_module("vsr_engine.stdo.upscale")
+    b = _toy_bundle_frames(7)
+    bpath = tmp_path / "t.stdo"
+    b.save(bpath)
+    ref = tmp_path / "ref.mkv"
+    stdo.upscale_bundle(bpath, ref, device="cpu", codec="ffv1", pix_fmt="bgr0", crf=None)
+    want, want_fi, _ = read_video_frames(str(ref))
+    assert len(want) == 7 and want[0].shape == (32, 48, 3)
+    # the client output is what the Upscaler computes on the decoded LR frames (lossless ffv1 RGB output)
+    lr = [f for f, _ in U.decode_lr(b)]
+    direct = list(stdo.Upscaler(b, device="cpu").upscale_frames(lr))
+    assert all(np.array_equal(a, d) for a, d in zip(want, direct))
+
+    monkeypatch.setattr(U, "COMMIT_EVERY", 2)
+    calls = {"n": 0}
+    orig = U.Upscaler.upscale_frames
+
+    def flaky(self, frames, first_index=0, batch=1):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return orig(self, frames, first_index, batch)
+
+    monkeypatch.setattr(U.Upscaler, "upscale_frames", flaky)
+    out = tmp_path / "out.mkv"
+    with pytest.raises(KeyboardInterrupt):
+        stdo.upscale_bundle(bpath, out, device="cpu", codec="ffv1", pix_fmt="bgr0", crf=None)
+    assert not out.exists() and (tmp_path / "out.mkv.partial").is_dir()     # nothing that looks complete
+    with pytest.raises(VsrOutputError, match="--resume"):
+        stdo.upscale_bundle(bpath, out, device="cpu", codec="ffv1", pix_fmt="bgr0", crf=None)
+    monkeypatch.setattr(U.Upscaler, "upscale_frames", orig)
+    st = stdo.upscale_bundle(bpath, out, device="cpu", codec="ffv1", pix_fmt="bgr0", crf=None, resume=True)
+    assert st["resumed_from"] == 4 and st["frames"] == 3
+    got, got_fi, _ = read_video_frames(str(out))
+    assert len(got) == 7 and all(np.array_equal(a, c) for a, c in zip(got, want))
+    assert [f.pts for f in got_fi] == [f.pts for f in want_fi]
+    assert not (tmp_path / "out.mkv.partial").exists()
+    # an existing output is never overwritten without force
+    before = out.read_bytes()
+    with pytest.raises(VsrOutputError, match="already exists"):
+        stdo.upscale_bundle(bpath, out, device="cpu")
+    assert out.read_bytes() == before
+    # a partial output of one bundle is not resumed with another
+    calls["n"] = 0
+    monkeypatch.setattr(U.Upscaler, "upscale_frames", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        stdo.upscale_bundle(bpath, out, device="cpu", force=True, codec="ffv1", pix_fmt="bgr0", crf=None)
+    assert out.read_bytes() == before          # the old output stays until a new one is complete
+    other = _toy_bundle_frames(7)
+    other.manifest["thresholds"] = [31.0]
+    with pytest.raises(VsrOutputError, match="different settings"):
+        stdo.upscale_bundle(other, out, device="cpu", resume=True, force=True, codec="ffv1", pix_fmt="bgr0", crf=None)
+
+
+def test_upscale_png_folder_and_frame_count_mismatch(tmp_path):
+    b = _toy_bundle_frames(3)
+    st = stdo.upscale_bundle(b, tmp_path / "frames", device="cpu")
+    assert st["frames"] == 3 and sorted(os.listdir(tmp_path / "frames")) == [f"{i:08d}.png" for i in range(3)]
+    b.manifest["frames"] = 2
+    b.chunk_map = b.chunk_map[:2]
+    with pytest.raises(ValueError, match="more frames than its chunk map"):
+        stdo.upscale_bundle(b, tmp_path / "x.mp4", device="cpu")
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "x.mp4.partial").exists()
 
 
 def test_pipeline_step_adapter():

@@ -12,8 +12,8 @@ import torch
 av = pytest.importorskip("av")
 
 from vsr_engine.engine import Engine  # noqa: E402
-from vsr_engine.video import (FolderSource, VideoReader, VsrInputError, VsrOutputError, frame_to_rgb,  # noqa: E402
-                              partial_dir_for, rgb_to_frame)
+from vsr_engine.video import (FolderSource, VideoBytes, VideoReader, VsrInputError, VsrOutputError,  # noqa: E402
+                              frame_to_rgb, partial_dir_for, rgb_to_frame)
 
 
 # Environment for subprocesses: torch reference ops (TRITON_INTERPRET=1 would interpret the Triton kernels on CPU,
@@ -317,6 +317,54 @@ def test_audio_passthrough_bit_identical(tmp_path):
     assert b["streams"] == a["streams"]
     assert b["packets"] == a["packets"]               # same bytes, pts, dts, durations
     assert b["pts"] == a["pts"]
+
+
+def test_in_memory_source_reads_and_copies_audio(tmp_path):
+    """A whole file held in memory (VideoBytes) reads like the file, and the sink copies its audio."""
+    p = tmp_path / "av.mp4"
+    make_video(p, n=25, audio=True)
+    data = VideoBytes(p.read_bytes(), "clip in memory")
+    want, info_f = decode_rgb(p)
+    with VideoReader(data) as r:
+        got = [(rgb, fi.pts) for rgb, fi in r]
+        info = r.info
+    assert info.path is None and info.data is data and info.has_audio and info_f.has_audio
+    assert [g for g, _ in got] and all(np.array_equal(g, w) for (g, _), w in zip(got, want)) and len(got) == len(want)
+    out = tmp_path / "mem_x4.mp4"
+    Engine(Nearest(4), window=8, overlap=2).run(data, str(out), preset="ultrafast")
+    a, b = probe(p), probe(out)
+    assert b["streams"] == a["streams"] and b["packets"] == a["packets"] and b["pts"] == a["pts"]
+
+
+def test_copy_span_keeps_only_overlapping_audio(tmp_path):
+    """``copy_span``: a clip cut from a longer source gets only the audio packets that overlap it."""
+    from vsr_engine.video import FrameInfo, SourceInfo, VideoFileSink
+    p = tmp_path / "av.mp4"
+    make_video(p, n=50, audio=True)                       # 2 s of video and audio
+    tb = Fraction(1, 25)
+    info = SourceInfo(kind="frames", width=32, height=24, frames=5, fps=Fraction(25), time_base=tb,
+                      matrix=None, color_range="full")
+    out = tmp_path / "cut.mp4"
+    sink = VideoFileSink(out, audio_from=str(p), copy_span=(0.4, 0.6), preset="ultrafast")
+    sink.prepare(info)
+    sink.open(info, 32, 24)
+    for i in range(5):
+        sink.write(pattern(i, 32, 24), FrameInfo(index=i, pts=10 + i, duration=1, time_base=tb))
+    sink.finish()
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        spans = [(float(q.pts * a.time_base), float((q.pts + q.duration) * a.time_base)) for q in c.demux(a)
+                 if q.pts is not None and q.size]
+    assert spans and all(t1 > 0.4 and t0 < 0.6 for t0, t1 in spans)
+    assert min(t0 for t0, _ in spans) <= 0.4 and max(t1 for _, t1 in spans) >= 0.6   # the span is covered
+    f = probe(out)
+    assert [p_ * f["time_base"] for p_ in f["pts"]] == [Fraction(10 + i, 25) for i in range(5)]   # timing kept
+
+
+@pytest.mark.parametrize("data", [b"", b"not a video at all" * 100])
+def test_in_memory_source_bad_bytes(data):
+    with pytest.raises(VsrInputError, match="mine"):
+        VideoReader(VideoBytes(data, "mine"))
 
 
 def test_subtitles_and_audio_copied_to_mkv(tmp_path):

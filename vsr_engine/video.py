@@ -1,7 +1,8 @@
 """Streaming video in/out for the engine (PyAV / FFmpeg).
 
 Reading (:class:`VideoReader`, :func:`open_source`)
-    Any FFmpeg-readable file (or an open PyAV input container), decoded on a background thread into a bounded
+    Any FFmpeg-readable file (or an open PyAV input container, or a whole file held in memory as
+    :class:`VideoBytes`), decoded on a background thread into a bounded
     queue. YUV -> RGB uses the stream's own matrix and range (BT.601 / BT.709 / BT.2020, limited / full), 8- to
     16-bit, grayscale included; untagged streams get FFmpeg's guess (BT.709 from 1280 wide or 577 high, else
     BT.601; limited range). Every frame keeps its PTS, duration and time base. Damaged input is not fatal: what
@@ -39,7 +40,7 @@ import numpy as np
 __all__ = ["VsrError", "VsrInputError", "VsrOutputError", "FrameInfo", "SourceInfo", "VideoReader",
            "FolderSource", "IterableSource", "open_source", "VideoFileSink", "FolderSink", "CallableSink",
            "open_sink", "frame_to_rgb", "as_rgb_u8", "IMAGE_EXTS", "VIDEO_EXTS", "partial_dir_for",
-           "read_video_frames"]
+           "read_video_frames", "VideoBytes"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv",
@@ -112,6 +113,11 @@ class SourceInfo:
     duration: Optional[float] = None            # seconds
     start_time: Optional[float] = None
     other_streams: List[str] = dataclasses.field(default_factory=list)  # "#1 audio aac", ...
+    data: Optional["VideoBytes"] = dataclasses.field(default=None, repr=False)  # an in-memory source's bytes
+
+    @property
+    def has_audio(self) -> bool:
+        return any(" audio " in f" {s} " for s in self.other_streams)
 
     def describe(self) -> str:
         size = f"{self.width}x{self.height}" if self.width else "?x?"
@@ -295,6 +301,34 @@ def as_rgb_u8(frame: Any, index: int = 0) -> np.ndarray:
 _END = object()
 
 
+class VideoBytes:
+    """A whole video file held in memory (e.g. the LR video inside an STDO bundle): a source for
+    :class:`VideoReader` / :func:`open_source`, and a place :class:`VideoFileSink` can copy audio from."""
+
+    def __init__(self, data: Union[bytes, bytearray, memoryview], name: str = "in-memory video"):
+        self.data = bytes(data)
+        self.name = name
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        return f"VideoBytes({self.name!r}, {len(self.data)} bytes)"
+
+
+def _open_input(src):
+    """Open a path or :class:`VideoBytes` for reading with PyAV."""
+    import io as _io
+    av = _av()
+    if isinstance(src, VideoBytes):
+        return av.open(_io.BytesIO(src.data), "r", metadata_errors="replace")
+    return av.open(os.fspath(src), "r", metadata_errors="replace")
+
+
+def _input_name(src) -> str:
+    return src.name if isinstance(src, VideoBytes) else os.fspath(src)
+
+
 class _Damage:
     """How much of a damaged input was lost."""
 
@@ -320,6 +354,7 @@ class VideoReader:
     def __init__(self, source, *, start: int = 0, queue_size: int = 8, threads: int = 0):
         av = _av()
         self._own = not hasattr(source, "demux")
+        self.data = source if isinstance(source, VideoBytes) else None
         self.start = max(0, int(start))
         self.queue_size = max(1, int(queue_size))
         self.decoded = 0            # frames produced by the decoder (including skipped ones)
@@ -329,11 +364,16 @@ class VideoReader:
         self._stop = threading.Event()
         self._q: "queue.Queue" = queue.Queue(maxsize=self.queue_size)
         if self._own:
-            path = os.fspath(source)
-            self.path = path
-            _check_input_file(path)
+            if self.data is None:
+                path = os.fspath(source)
+                self.path = path
+                _check_input_file(path)
+            else:
+                path, self.path = source.name, None
+                if not len(source):
+                    raise VsrInputError(f"{path}: empty (0 bytes)")
             try:
-                self.container = av.open(path, "r", metadata_errors="replace")
+                self.container = _open_input(source)
             except av.error.FFmpegError as e:
                 raise VsrInputError(f"{path}: not a video FFmpeg can read ({_ffmpeg_msg(e)}; a damaged or "
                                     "truncated file, or not a video at all)") from None
@@ -352,7 +392,7 @@ class VideoReader:
     def _setup(self, threads: int):
         av = _av()
         c = self.container
-        name = self.path or "input"
+        name = self.path or (self.data.name if self.data is not None else "input")
         if not c.streams.video:
             kinds = ", ".join(f"{s.type} {s.codec_context.name if s.codec_context else '?'}" for s in c.streams)
             raise VsrInputError(f"{name}: no video stream ({'streams: ' + kinds if kinds else 'no streams at all'})")
@@ -394,7 +434,7 @@ class VideoReader:
             codec=cc.name, pix_fmt=fmt.name if fmt is not None else None,
             bit_depth=_bit_depth(fmt) if fmt is not None else None,
             duration=duration, start_time=float(vs.start_time * tb) if (vs.start_time is not None and tb) else None,
-            other_streams=others)
+            other_streams=others, data=self.data)
         self._frames = self._decode_iter()
         # first frame: learn size, format, colour tags and rotation before anything is written
         first = None
@@ -681,6 +721,8 @@ def open_source(source, *, start: int = 0, fps=None, queue_size: int = 8):
     (iterable of ``(rgb, FrameInfo)`` with ``.info``, ``.damage_report()``, ``.close()``)."""
     if isinstance(source, (VideoReader, FolderSource, IterableSource)):
         return source
+    if isinstance(source, VideoBytes):
+        return VideoReader(source, start=start, queue_size=queue_size)
     if isinstance(source, (str, bytes, os.PathLike)):
         path = os.fsdecode(source)
         if os.path.isdir(path):
@@ -963,11 +1005,12 @@ def _abort_partial(sink) -> None:
         pass
 
 
-def check_stream_copy(src_path: str, fmt_name: str) -> None:
-    """Every audio/subtitle stream of ``src_path`` must fit a ``fmt_name`` container as it is (else say so now)."""
+def check_stream_copy(src_path, fmt_name: str) -> None:
+    """Every audio/subtitle stream of ``src_path`` (a path or :class:`VideoBytes`) must fit a ``fmt_name``
+    container as it is (else say so now)."""
     av = _av()
     import io as _io
-    with av.open(src_path, "r", metadata_errors="replace") as src:
+    with _open_input(src_path) as src:
         c = av.open(_io.BytesIO(), "w", format=fmt_name)
         try:
             for s in _copyable_streams(src):
@@ -1047,16 +1090,17 @@ class VideoFileSink(_Sink):
 
     ``codec`` (default ``libx264``), ``crf`` (18), ``preset`` (``medium``), ``pix_fmt`` (``yuv420p``; e.g.
     ``yuv420p10le`` for 10-bit), ``options`` (extra encoder options), ``copy_streams`` (audio/subtitles of
-    ``audio_from``, default the source video). ``force`` replaces an existing target; ``resume`` continues the
-    partial output of an interrupted run (see the module docstring).
+    ``audio_from``, a path or :class:`VideoBytes`, default the source video); ``copy_span`` = (t0, t1) seconds
+    copies only the packets that overlap that span (a clip cut from a longer source). ``force`` replaces an
+    existing target; ``resume`` continues the partial output of an interrupted run (see the module docstring).
     """
     resumable = True
 
     def __init__(self, path, *, codec: str = "libx264", crf: Optional[float] = 18, preset: Optional[str] = "medium",
                  pix_fmt: str = "yuv420p", options: Optional[Dict[str, str]] = None, force: bool = False,
                  resume: bool = False, inputs: Sequence[str] = (), copy_streams: bool = True,
-                 audio_from: Optional[str] = None, format: Optional[str] = None, settings: Optional[dict] = None,
-                 faststart: bool = True):
+                 audio_from=None, format: Optional[str] = None, settings: Optional[dict] = None,
+                 faststart: bool = True, copy_span: Optional[Tuple[float, float]] = None):
         av = _av()
         self.path = check_output_path(os.fspath(path), inputs=inputs, force=force, resume=resume)
         self.force, self.resume = force, resume
@@ -1065,6 +1109,7 @@ class VideoFileSink(_Sink):
         self.extra_options = dict(options or {})
         self.copy_streams = copy_streams
         self.audio_from = audio_from
+        self.copy_span = None if copy_span is None else (float(copy_span[0]), float(copy_span[1]))
         self.faststart = faststart
         # container format of the target, and of the segments (same family; matroska for the rest)
         self.format = check_video_options(self.path, codec, pix_fmt, format)
@@ -1109,7 +1154,7 @@ class VideoFileSink(_Sink):
             "color_trc": tags["color_trc"] if tags.get("color_trc", 2) not in (2, None) else (2 if guessed else trc),
         }
         if info.kind == "video" and self.copy_streams and self.audio_from is None:
-            self.audio_from = info.path
+            self.audio_from = info.path if info.path else info.data
         self._check_copy_streams()
         self._prepared = True
 
@@ -1254,7 +1299,7 @@ class VideoFileSink(_Sink):
         try:
             copied = []
             if self.copy_streams and self.audio_from:
-                src = av.open(self.audio_from, "r", metadata_errors="replace")
+                src = _open_input(self.audio_from)
                 copied = _copyable_streams(src)
             opts = {}
             if self.format in _MP4_FAMILY:
@@ -1352,6 +1397,7 @@ class VideoFileSink(_Sink):
             if src is None or not pairs:
                 return
             m = {s.index: o for s, o in pairs}
+            span = self.copy_span
             try:
                 for p in src.demux([s for s, _ in pairs]):
                     if p.dts is None and p.pts is None:
@@ -1359,6 +1405,11 @@ class VideoFileSink(_Sink):
                     o = m.get(p.stream.index)
                     if o is None:
                         continue
+                    if span is not None and p.time_base:
+                        t = p.pts if p.pts is not None else p.dts
+                        t0 = float(t * p.time_base)
+                        if t0 >= span[1] or t0 + float((p.duration or 0) * p.time_base) <= span[0]:
+                            continue
                     yield p, o
             except av.error.FFmpegError as e:
                 self.copy_warning = f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})"

@@ -1,37 +1,72 @@
-"""File-level entry points: read an HR video (or frame folder), fit, save."""
+"""File-level entry points: read an HR video (or frame folder) through the engine's I/O, fit, save."""
 from __future__ import annotations
 
+import dataclasses
+import os
+from fractions import Fraction
 from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ..imresize import imresize
-from . import _video
+from ..video import VsrInputError, open_source
 from .fit import FitConfig, FitResult, fit
 
 
+@dataclasses.dataclass
+class ClipInfo:
+    """Timing of the frames :func:`read_hr` returned, and where their audio can be copied from."""
+    fps: Fraction
+    time_base: Fraction
+    pts: List[int]              # per frame, in time_base units
+    has_audio: bool
+    source: Optional[str] = None
+
+    @property
+    def span(self) -> Tuple[float, float]:
+        """(start, end) of the frames in seconds (end = last frame's start + one frame period)."""
+        return float(self.pts[0] * self.time_base), float(self.pts[-1] * self.time_base + 1 / self.fps)
+
+
 def read_hr(path, start: int = 0, frames: int = 0, hr_width: int = 0, fps: float = 25.0
-            ) -> Tuple[List[np.ndarray], _video.VideoInfo]:
-    """HR frames of a video file or image folder; ``hr_width`` > 0 first resizes them (MATLAB bicubic) to that
-    width (height keeps the aspect ratio, rounded to even) -- to fit a big source into a small CPU budget."""
-    hr, info = _video.read_frames(path, start=start, count=frames, fps=fps)
+            ) -> Tuple[List[np.ndarray], ClipInfo]:
+    """HR frames [start, start+frames) (frames 0 = all) of a video file or image folder, read with
+    ``vsr_engine.video`` (the stream's own colour matrix, timestamps kept; ``fps`` is for folders).
+    ``hr_width`` > 0 first resizes them (MATLAB bicubic) to that width (height keeps the aspect ratio, rounded
+    to even) -- to fit a big source into a small CPU budget."""
+    src = open_source(os.fspath(path), start=start, fps=fps)
+    hr, pts = [], []
+    tb = None
+    try:
+        for rgb, fi in src:
+            if frames and len(hr) >= frames:
+                break
+            hr.append(np.array(rgb))
+            tb = tb or fi.time_base
+            pts.append(fi.pts if fi.pts is not None else fi.index)
+        info = src.info
+    finally:
+        src.close()
+    if not hr:
+        raise VsrInputError(f"{path}: no frames in [{start}, {start + frames if frames else 'end'})")
+    rate = Fraction(info.fps) if info.fps else Fraction(fps).limit_denominator(1001)
+    tb = Fraction(tb or info.time_base or 1 / rate)
     if hr_width and hr_width != hr[0].shape[1]:
         h, w = hr[0].shape[:2]
         nh = max(2, int(round(h * hr_width / w / 2)) * 2)
         hr = [imresize(f, output_shape=(nh, hr_width)) for f in hr]
-    return hr, info
+    return hr, ClipInfo(rate, tb, pts, info.kind == "video" and info.has_audio, info.path)
 
 
 def fit_video(path, cfg: Optional[FitConfig] = None, start: int = 0, frames: int = 0, hr_width: int = 0,
               fps: float = 25.0, progress="default") -> FitResult:
     """Read ``path`` (video or frame folder), fit STDO/JSTDO on frames [start, start+frames), return the result
-    (``result.bundle.save(path)`` writes the bundle). Audio of a video source is copied into the LR video."""
+    (``result.bundle.save(path)`` writes the bundle). The audio of a video source that overlaps those frames
+    is copied into the LR video."""
     cfg = cfg or FitConfig()
     hr, info = read_hr(path, start, frames, hr_width, fps)
     kw = {}
     if progress != "default":
         kw["progress"] = progress
-    audio = info.source if info.has_audio else None
-    t_start = float(info.pts[0] * info.time_base) if info.pts else 0.0
-    return fit(hr, cfg, fps=info.fps, time_base=info.time_base, pts=info.pts, audio_src=audio,
-               audio_t_start=t_start, **kw)
+    return fit(hr, cfg, fps=info.fps, time_base=info.time_base, pts=info.pts,
+               audio_src=info.source if info.has_audio else None, **kw)

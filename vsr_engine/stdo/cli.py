@@ -65,13 +65,17 @@ def _add_fit(sp):
 
 def _add_upscale(sp):
     p = sp.add_parser("upscale", help="upscale a bundle's LR video with its models (client side)",
-                      description="Client side: bundle -> upscaled video (audio copied, timestamps kept).")
+                      description="Client side: bundle -> upscaled video (audio copied, timestamps kept), written "
+                      "atomically through the engine's video I/O; an interrupted run continues with --resume.")
     p.add_argument("bundle")
-    p.add_argument("output", help="output video (.mp4, .mkv)")
+    p.add_argument("output", help="output video (.mp4, .mkv, ...) or folder for PNG frames")
     p.add_argument("--device", default="auto")
-    p.add_argument("--crf", type=int, default=18, help="x264 crf of the output")
+    p.add_argument("--crf", type=float, default=18, help="crf of the output (default 18)")
     p.add_argument("--codec", default="libx264")
+    p.add_argument("--preset", default="medium", help="encoder preset (default medium)")
     p.add_argument("--pix-fmt", default="yuv420p")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output (and discard a partial one)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its partial output")
     p.add_argument("--batch", type=int, default=1, help="frames per model call")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true")
@@ -88,10 +92,11 @@ def _add_info(sp):
 def _safe(fn):
     """Handler wrapper: bad bundles / inputs end with one clear line and exit status 2, not a traceback."""
     def run(args) -> int:
+        from ..video import VsrError
         from .bundle import BundleError
         try:
             return fn(args)
-        except (BundleError, FileNotFoundError, ValueError) as e:
+        except (BundleError, VsrError, FileNotFoundError, ValueError) as e:
             print(f"vsr-engine stdo: error: {e}", file=sys.stderr)
             return 2
     run.__name__ = fn.__name__
@@ -144,8 +149,10 @@ def cmd_upscale(args) -> int:
     from .upscale import upscale_bundle
     _threads(args.threads)
     st = upscale_bundle(args.bundle, args.output, device=args.device, codec=args.codec, crf=args.crf,
-                        pix_fmt=args.pix_fmt, batch=args.batch, progress=_progress(args.quiet))
-    print(f"wrote {args.output}: {st['frames']} frames, {st['fps_model']:.2f} fps (models), "
+                        preset=args.preset, pix_fmt=args.pix_fmt, batch=args.batch, progress=_progress(args.quiet),
+                        force=args.force, resume=args.resume)
+    resumed = f" (resumed after frame {st['resumed_from']})" if st["resumed_from"] else ""
+    print(f"wrote {args.output}: {st['frames']} frames{resumed}, {st['fps_model']:.2f} fps (models), "
           f"{st['fps']:.2f} fps end-to-end on {st['device']}")
     return 0
 

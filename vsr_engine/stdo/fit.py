@@ -3,8 +3,8 @@
 Pipeline of :func:`fit` (one call = one bundle):
 
 1. HR frames are cropped (bottom/right) to a multiple of 2x the scale (even LR sides, for 4:2:0 video); LR = MATLAB-compatible bicubic (``vsr_engine.imresize``).
-2. The LR frames are encoded (x264, default crf 10 yuv420p; the source's audio is copied, PTS kept) and
-   **decoded again**: every model trains on, and every figure is measured on, what the client will decode.
+2. The LR frames are encoded with the engine's video sink (x264, default crf 10 yuv420p; the source's audio over
+   the clip's span is copied, PTS kept) and **decoded again** with the engine's reader: every model trains on, and every figure is measured on, what the client will decode.
 3. Patch grid (:mod:`.patches`): the paper's LR cell size (48x54 at x2/x4, 64x60 at x3), adapted to the frame.
 4. Difficulty labels: no pretrained general WDSR exists offline, so a *general* model of the same architecture
    is first fitted on all patches of the video; each cell's label is its Y-PSNR under that model
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
+import tempfile
 import time
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -35,7 +37,7 @@ import torch.nn as nn
 from .. import __version__
 from ..imresize import imresize
 from ..metrics import rgb_to_y
-from . import _video
+from ..video import FrameInfo, SourceInfo, VideoBytes, VideoFileSink, VideoReader
 from . import models as M
 from .bundle import Bundle
 from .patches import PatchGrid, jstdo_mix, quantile_chunks
@@ -106,13 +108,39 @@ def make_lr(hr_frames: Sequence[np.ndarray], scale: int) -> List[np.ndarray]:
 
 
 def encode_lr(lr_frames: Sequence[np.ndarray], fps: Fraction, time_base: Fraction, pts: Sequence[int],
-              codec="libx264", crf=10, pix_fmt="yuv420p", audio_src=None, t_start: float = 0.0) -> bytes:
+              codec="libx264", crf=10, pix_fmt="yuv420p", audio_src=None) -> bytes:
+    """The LR video as mp4 bytes, written by the engine's video sink (PTS and time base kept; BT.709 tags; the
+    audio of ``audio_src`` that overlaps the frames copied as it is). One x264 thread: same input, same bytes."""
     h, w = lr_frames[0].shape[:2]
-    wr = _video.VideoWriter(None, w, h, fps, time_base, codec=codec, crf=crf, pix_fmt=pix_fmt, audio_src=audio_src,
-                            options={"threads": "1"}, audio_t_start=t_start)
-    for f, p in zip(lr_frames, pts):
-        wr.write(f, p)
-    return wr.close()
+    fps, time_base = Fraction(fps), Fraction(time_base)
+    span = (float(pts[0] * time_base), float(pts[-1] * time_base + 1 / fps))
+    info = SourceInfo(kind="frames", width=w, height=h, frames=len(lr_frames), fps=fps, time_base=time_base,
+                      matrix=None, color_range="full")
+    dur = max(1, int(round(1 / (fps * time_base))))
+    with tempfile.TemporaryDirectory(prefix="stdo_lr_") as d:
+        path = os.path.join(d, "lr.mp4")
+        sink = VideoFileSink(path, codec=codec, crf=crf, pix_fmt=pix_fmt, options={"threads": "1"},
+                             audio_from=audio_src, copy_span=span)
+        try:
+            sink.prepare(info)
+            sink.open(info, w, h)
+            for i, (f, p) in enumerate(zip(lr_frames, pts)):
+                sink.write(np.ascontiguousarray(f), FrameInfo(index=i, pts=int(p), duration=dur, time_base=time_base))
+            sink.finish()
+        except BaseException as e:
+            sink.abort(e)
+            raise
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def decode_video(data: bytes) -> Tuple[List[np.ndarray], SourceInfo]:
+    """All frames (RGB uint8) of video bytes, decoded as the client decodes them (``vsr_engine.video``)."""
+    frames = []
+    with VideoReader(VideoBytes(data, "LR video")) as r:
+        for rgb, _ in r:
+            frames.append(np.array(rgb))
+        return frames, r.info
 
 
 def to_tensor_u8(frames: Sequence[np.ndarray]) -> torch.Tensor:
@@ -255,13 +283,13 @@ def _fresh(cfg: FitConfig, seed: int) -> nn.Module:
 # ---- the pipeline ----------------------------------------------------------------------------------------------
 
 def fit(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fraction(25), time_base: Optional[Fraction] = None,
-        pts: Optional[Sequence[int]] = None, audio_src=None, audio_t_start: float = 0.0,
+        pts: Optional[Sequence[int]] = None, audio_src=None,
         progress: Progress = _default_progress, general: Optional[nn.Module] = None,
         prepared: Optional[Dict] = None) -> FitResult:
     """Fit STDO (or JSTDO) models to one video's HR frames and build the bundle.
 
     ``fps``/``time_base``/``pts`` describe the frames' timing (default: ``fps`` with pts 0, 1, 2, ... in 1/fps);
-    ``audio_src`` (a path or container bytes) has its audio copied into the LR video.
+    ``audio_src`` (a path or ``VideoBytes``) has the audio that overlaps the frames copied into the LR video.
     ``general``: a general model already fitted to this video (skips step 4's training; used by the bench).
     ``prepared``: the dict :func:`prepare` returns (skips LR making and encoding; used by the bench).
     """
@@ -274,7 +302,7 @@ def fit(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fractio
     if cfg.label not in ("general", "bicubic"):
         raise ValueError("label must be 'general' or 'bicubic'")
     t0 = time.time()
-    p = prepared or prepare(hr_frames, cfg, fps, time_base, pts, audio_src, audio_t_start, progress)
+    p = prepared or prepare(hr_frames, cfg, fps, time_base, pts, audio_src, progress)
     timings["prepare"] = time.time() - t0
     grid, lr_t, hr_t, lr_dec = p["grid"], p["lr_t"], p["hr_t"], p["lr_frames"]
     T = lr_t.shape[0]
@@ -354,7 +382,7 @@ def fit(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fractio
 
 def prepare(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fraction(25),
             time_base: Optional[Fraction] = None, pts: Optional[Sequence[int]] = None, audio_src=None,
-            audio_t_start: float = 0.0, progress: Progress = None) -> Dict:
+            progress: Progress = None) -> Dict:
     """Steps 1-3: crop, bicubic LR, encode + decode the LR video, grid, uint8 tensors."""
     progress = progress or (lambda m: None)
     s = int(cfg.scale)
@@ -368,8 +396,8 @@ def prepare(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fra
     pts = list(pts) if pts is not None else [int(round(i / (fps * time_base))) for i in range(len(hr))]
     progress(f"{len(hr)} HR frames {hr[0].shape[1]}x{hr[0].shape[0]} -> LR x{s} (MATLAB bicubic)")
     lr = make_lr(hr, s)
-    lr_video = encode_lr(lr, fps, time_base, pts, cfg.lr_codec, cfg.lr_crf, cfg.lr_pix_fmt, audio_src, audio_t_start)
-    lr_dec = [f for f, _ in _video.decode(lr_video)]
+    lr_video = encode_lr(lr, fps, time_base, pts, cfg.lr_codec, cfg.lr_crf, cfg.lr_pix_fmt, audio_src)
+    lr_dec, lr_info = decode_video(lr_video)
     if len(lr_dec) != len(lr):
         raise RuntimeError(f"LR video decodes to {len(lr_dec)} frames, {len(lr)} were encoded")
     progress(f"LR video {lr[0].shape[1]}x{lr[0].shape[0]}: {len(lr_video)} bytes ({cfg.lr_codec} crf {cfg.lr_crf} "
@@ -377,4 +405,4 @@ def prepare(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fra
     grid = PatchGrid.for_frame(lr[0].shape[0], lr[0].shape[1], s, cfg.grid, cfg.margin)
     return {"grid": grid, "lr_t": to_tensor_u8(lr_dec), "hr_t": to_tensor_u8(hr), "lr_frames": lr_dec,
             "hr_frames": hr, "lr_video": lr_video, "fps": fps, "time_base": time_base, "pts": pts,
-            "has_audio": _video.probe(lr_video).has_audio}
+            "has_audio": lr_info.has_audio}

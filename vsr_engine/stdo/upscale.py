@@ -1,4 +1,6 @@
 """Client side of STDO: decode the bundle's LR video, send every patch through its chunk's model, reassemble.
+Reading and writing go through the engine's I/O (``vsr_engine.video``): audio and timestamps kept, atomic and
+resumable output.
 
 Each cell is upscaled from a window of the cell plus ``margin`` LR pixels of context (replicate padding at the
 frame border), the window's output is cropped back to the cell and pasted: there is no blending, and with the
@@ -8,6 +10,7 @@ Windows of one frame are batched per model. A bundle with a single model (JSTDO)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -16,7 +19,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import _video
+from ..video import FrameInfo, VideoBytes, VideoReader, VsrInputError, open_sink
 from .bundle import Bundle
 
 
@@ -96,8 +99,8 @@ class PipelineStep:
     each decoded ``DeviceFrame`` (frames in stream order; frame t uses row t of the chunk map), upscales it with
     the bundle's models on the device and returns an ``OutputFrame`` in ``out_format``.
 
-    The LR video was made with libswscale's BT.601 limited-range conversion (and is tagged so); ``frame.rgb()``
-    must convert with the same matrix for the models to see what they were trained on.
+    The LR video carries its colour tags (BT.709, limited range, written by the engine's sink); ``frame.rgb()``
+    must convert with that matrix for the models to see what they were trained on.
     """
 
     def __init__(self, upscaler: Upscaler, out_format: str = "yuv420p", first_index: int = 0):
@@ -113,28 +116,38 @@ class PipelineStep:
         return OutputFrame.from_rgb(y, frame.info, fmt=self.out_format)
 
 
-def decode_lr(bundle: Bundle) -> Iterator[Tuple[np.ndarray, int]]:
-    """(LR RGB uint8, pts) of the bundle's LR video."""
-    return _video.decode(bundle.lr_video)
+def decode_lr(bundle: Bundle) -> Iterator[Tuple[np.ndarray, FrameInfo]]:
+    """(LR RGB uint8, FrameInfo) of the bundle's LR video, decoded by the engine's reader."""
+    with VideoReader(VideoBytes(bundle.lr_video, "the bundle's LR video")) as r:
+        yield from r
+
+
+COMMIT_EVERY = 100   # frames per committed segment of the output (what an interrupted run can resume from)
 
 
 def upscale_bundle(bundle: Union[Bundle, str, os.PathLike], output: Union[str, os.PathLike], device="auto",
-                   codec: str = "libx264", crf: int = 18, pix_fmt: str = "yuv420p", batch: int = 1,
-                   tile: Optional[bool] = None, progress=None) -> dict:
-    """Decode the LR video of ``bundle``, upscale every frame, encode ``output`` (audio copied, PTS kept).
+                   codec: str = "libx264", crf: Optional[float] = 18, preset: Optional[str] = "medium",
+                   pix_fmt: str = "yuv420p", batch: int = 1, tile: Optional[bool] = None, progress=None,
+                   force: bool = False, resume: bool = False, options: Optional[dict] = None) -> dict:
+    """Decode the LR video of ``bundle``, upscale every frame, write ``output`` through the engine's sinks: a
+    video file (audio copied, PTS and time base kept, written atomically: an interrupted run leaves only
+    ``OUTPUT.partial``, which ``resume=True`` continues) or a folder of PNG frames.
     Returns stats: frames, seconds, fps (model + reassembly only, and end-to-end)."""
+    bundle_path = None
     if not isinstance(bundle, Bundle):
-        bundle = Bundle.load(bundle)
+        bundle_path = os.fspath(bundle)
+        bundle = Bundle.load(bundle_path)
     up = Upscaler(bundle, device=device, tile=tile)
     man = bundle.manifest
-    from fractions import Fraction
-    fps, tb = Fraction(man["fps"]), Fraction(man["time_base"])
     g = up.grid
-    wr = _video.VideoWriter(output, g.lr_w * g.scale, g.lr_h * g.scale, fps, tb, codec=codec, crf=crf, pix_fmt=pix_fmt,
-                            audio_src=bundle.lr_video)
-    n, t_model, t0 = 0, 0.0, time.time()
-    last_report = [0.0]
     frames = int(man["frames"])
+    settings = {"stdo_bundle": hashlib.sha256(bundle.to_bytes()).hexdigest(), "dtype": str(up.dtype),
+                "tile": up.tile, "margin": g.margin}
+    sink = open_sink(output, inputs=[bundle_path] if bundle_path else [], force=force, resume=resume,
+                     settings=settings, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, options=options)
+    start, _ = sink.resume_point()
+    n, t_model, t0 = start, 0.0, time.time()
+    last_report = [0.0]
     pending: list = []
 
     def flush():
@@ -142,34 +155,50 @@ def upscale_bundle(bundle: Union[Bundle, str, os.PathLike], output: Union[str, o
         if not pending:
             return
         ts = time.time()
-        outs = list(up.upscale_frames([f for f, _ in pending], n, batch=len(pending)))
+        outs = list(up.upscale_frames([f for f, _ in pending], pending[0][1].index, batch=len(pending)))
         if up.device.type == "cuda":
             torch.cuda.synchronize()
         t_model += time.time() - ts
-        for (_, pts), o in zip(pending, outs):
-            wr.write(o, pts)
-        n += len(pending)
+        for (_, fi), o in zip(pending, outs):
+            sink.write(o, fi)
+        done_before, n = n, n + len(pending)
         pending.clear()
+        if n // COMMIT_EVERY != done_before // COMMIT_EVERY:
+            sink.commit(n)
         if progress and (n == frames or time.time() - last_report[0] > 2.0):
             last_report[0] = time.time()
-            progress(f"upscaled {n}/{frames} frames ({n / max(t_model, 1e-9):.2f} fps model, "
-                     f"{n / (time.time() - t0):.2f} fps end-to-end)")
+            progress(f"upscaled {n}/{frames} frames ({(n - start) / max(t_model, 1e-9):.2f} fps model, "
+                     f"{(n - start) / (time.time() - t0):.2f} fps end-to-end)")
 
+    src = None
     try:
-        for f, pts in decode_lr(bundle):
-            if n + len(pending) >= frames:
-                raise RuntimeError(f"the LR video has more frames than the chunk map ({frames})")
-            pending.append((f, pts))
+        src = VideoReader(VideoBytes(bundle.lr_video, "the bundle's LR video"), start=start)
+        if (src.info.width, src.info.height) != (g.lr_w, g.lr_h):
+            raise VsrInputError(f"the bundle's LR video is {src.info.width}x{src.info.height}, its grid says "
+                                f"{g.lr_w}x{g.lr_h}")
+        sink.prepare(src.info)
+        sink.open(src.info, g.lr_w * g.scale, g.lr_h * g.scale)
+        for f, fi in src:
+            if fi.index >= frames:
+                raise VsrInputError(f"the bundle's LR video has more frames than its chunk map ({frames})")
+            pending.append((f, fi))
             if len(pending) >= batch:
                 flush()
         flush()
+        if n != frames:
+            raise VsrInputError(f"the bundle's LR video decoded to {n} frames, its chunk map has {frames}"
+                                + (f" ({src.damage_report()})" if src.damage_report() else ""))
+        out_path = sink.finish()
+    except BaseException as e:
+        sink.abort(e)
+        raise
     finally:
-        wr.close()
-    if n != frames:
-        raise RuntimeError(f"the LR video decoded to {n} frames, the chunk map has {frames}")
+        if src is not None:
+            src.close()
     total = time.time() - t0
-    return {"frames": n, "seconds": total, "fps_model": n / max(t_model, 1e-9), "fps": n / max(total, 1e-9),
-            "device": str(up.device), "output": os.fspath(output)}
+    return {"frames": n - start, "resumed_from": start, "seconds": total,
+            "fps_model": (n - start) / max(t_model, 1e-9), "fps": (n - start) / max(total, 1e-9),
+            "device": str(up.device), "output": out_path}
 
 
 def _stderr(msg):
