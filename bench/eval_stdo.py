@@ -305,8 +305,30 @@ def long_budget(args, Fs):
         resj = stdo.fit(hr, stdo.FitConfig(**base, chunks=4, steps=Fs, joint=True), prepared=p, general=gen,
                         progress=None)
         r["train_s"]["JSTDO"] = resj.timings["models"]
-        r["psnr"]["JSTDO (K=4 mix)"] = mean_psnr(F.sr_whole(resj.models[0], lr_t, "cpu"), hr_t)
+        srj = F.sr_whole(resj.models[0], lr_t, "cpu")
+        r["psnr"]["JSTDO (K=4 mix)"] = mean_psnr(srj, hr_t)
         r["model_bytes"]["JSTDO (K=4 mix)"] = resj.bundle.sizes()["models"]
+        cm4 = res4.chunk_map
+        sr4 = tiled(b4.build_models(), b4.manifest["chunk_models"], cm4, p)
+        r["per_chunk_y"] = {"STDO K=4": per_chunk_y(sr4, hr_t, grid, cm4, 4), "JSTDO": per_chunk_y(srj, hr_t, grid, cm4, 4)}
+        if args.joint_fractions:
+            fr = [float(x) for x in args.joint_fractions]
+            resv = stdo.fit(hr, stdo.FitConfig(**base, chunks=4, steps=Fs, joint=True, joint_fractions=fr), prepared=p,
+                            general=gen, progress=None)
+            srv = F.sr_whole(resv.models[0], lr_t, "cpu")
+            name_v = "JSTDO (fractions " + "/".join(f"{x:g}" for x in fr) + ")"
+            r["psnr"][name_v] = mean_psnr(srv, hr_t)
+            r["per_chunk_y"][name_v] = per_chunk_y(srv, hr_t, grid, cm4, 4)
+            r["train_s"]["JSTDO variant"] = resv.timings["models"]
+        log(f"long {name} x{scale}: per chunk " + "; ".join(
+            f"{k} " + " / ".join(f"{v:.2f}" for v in vals) for k, vals in r["per_chunk_y"].items()))
+        if args.skip_control:
+            r["seconds"] = time.time() - t
+            out[f"{name}_x{scale}"] = r
+            meta["total_s"] = time.time() - t0
+            with open(path, "w") as f:
+                json.dump({"meta": meta, "results": out}, f, indent=1)
+            continue
         g2 = SM.clone(gen)
         st = F.train(g2, F.CellSampler(lr_t, hr_t, grid, np.arange(len(hr) * grid.n_cells), args.crop,
                                        np.random.default_rng(args.seed + 77)), Fs, 1e-3, args.batch, "cpu",
@@ -461,6 +483,9 @@ def main(argv=None):
                     help="only the speed section, added to the existing OUT.json (whose settings are kept)")
     ap.add_argument("--ablation", type=int, default=0, metavar="F",
                     help="only the longer-budget walk x4 ablation with F fine-tune steps, added to OUT.json")
+    ap.add_argument("--joint-fractions", nargs=4, default=None, metavar="C",
+                    help="--long: also a JSTDO with these fractions of chunks 0..3 (paper mix: 1 0.667 0.333 0)")
+    ap.add_argument("--skip-control", action="store_true", help="--long: no general+F run (json only)")
     ap.add_argument("--long", type=int, default=0, metavar="F",
                     help="longer budget F on each of --settings: general, STDO K=4, JSTDO, general+F (own OUT.json/.md)")
     args = ap.parse_args(argv)
