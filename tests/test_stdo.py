@@ -387,6 +387,31 @@ def test_upscale_interrupted_leaves_no_output_and_resumes(tmp_path, monkeypatch)
         stdo.upscale_bundle(other, out, device="cpu", resume=True, force=True, codec="ffv1", pix_fmt="bgr0", crf=None)
 
 
+def test_cli_upscale_interrupt_then_resume(tmp_path, monkeypatch, capsys):
+    from vsr_engine.stdo.cli import main
+    U = importlib.import_module("vsr_engine.stdo.upscale")
+    bpath, out = str(tmp_path / "t.stdo"), str(tmp_path / "o.mp4")
+    _toy_bundle_frames(5).save(bpath)
+    monkeypatch.setattr(U, "COMMIT_EVERY", 2)
+    orig = U.Upscaler.upscale_frames
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(U.Upscaler, "upscale_frames", flaky)
+    assert main(["upscale", bpath, out, "--device", "cpu", "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "nothing was written to" in err and "--resume" in err and not os.path.exists(out)
+    monkeypatch.setattr(U.Upscaler, "upscale_frames", orig)
+    assert main(["upscale", bpath, out, "--device", "cpu", "-q", "--resume"]) == 0
+    assert "resumed after frame 2" in capsys.readouterr().out
+    assert len(read_video_frames(out)[0]) == 5
+
+
 def test_upscale_png_folder_and_frame_count_mismatch(tmp_path):
     b = _toy_bundle_frames(3)
     st = stdo.upscale_bundle(b, tmp_path / "frames", device="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -189,7 +190,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_upscale(sp)
     _add_info(sp)
     args = ap.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "output", None)
+        msg = "python -m vsr_engine.stdo: interrupted"
+        if out is not None:
+            from ..video import partial_dir_for
+            pd = partial_dir_for(os.path.abspath(out))
+            msg += f"; nothing was written to {out}" + (
+                f"; finished frames are kept in {pd} -- rerun with --resume" if os.path.isdir(pd) else "")
+        print(msg, file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
