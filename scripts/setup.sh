@@ -21,7 +21,7 @@ command -v pyenv >/dev/null 2>&1 && pyenv rehash || true   # pyenv: make the new
 
 # Say what is there (versions, device, kernels) and where each model's weights come from.
 if command -v vsr-engine >/dev/null 2>&1; then
-    vsr-engine info | head -n 6
+    vsr-engine info | sed -n 1,6p        # sed reads everything: no broken pipe under pipefail
     vsr-engine models | grep -E "^[a-z]|default" || true
 else
     echo "note: vsr-engine is not on PATH (pip's script folder is not in PATH); use: $PY -m vsr_engine.cli" >&2

@@ -346,3 +346,22 @@ def test_eval_scale_and_train_registered(capsys, data_dir, tiny_dscvsr):
     assert rc == 2 and "x4 only" in se
     rc, so, se = run_cli(capsys, "train", "--help")
     assert rc == 0 and "dscvsr" in so and "--distill" in so
+
+
+def test_closed_stdout_pipe_is_quiet(tmp_path):
+    """`vsr-engine info | head -n 1`: the reader leaves early; the command stops without an error message (exit
+    141, as a program ended by SIGPIPE), so `set -o pipefail` scripts see the pipe, not a crash report."""
+    env = dict(os.environ, VSR_ENGINE_OFFLINE="1")
+    r, w = os.pipe()
+    os.close(r)   # the reader is gone before the first write
+    proc = subprocess.run([sys.executable, "-m", "vsr_engine.cli", "info"], stdout=w, stderr=subprocess.PIPE,
+                          text=True, env=env, timeout=300)
+    os.close(w)
+    assert proc.returncode == cli.EXIT_SIGPIPE, proc.stderr
+    assert "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr
+    # a real OSError elsewhere is still reported: stdout to a full device
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "vsr_engine.cli", "info"], stdout=full,
+                                  stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+        assert proc.returncode != 0 and proc.returncode != cli.EXIT_SIGPIPE

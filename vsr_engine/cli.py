@@ -25,6 +25,7 @@ PROG = "vsr-engine"
 # modules that may add subcommands: each is imported if present and its register(subparsers) is called
 OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.train")
 EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_SIGPIPE = 141   # 128 + SIGPIPE: what a shell reports for a program ended by a closed pipe
 _optional_status: dict = {}
 
 
@@ -35,6 +36,18 @@ def _user_errors():
     from .video import VsrError
     from .weights import WeightsError
     return (VsrError, CheckpointError, WeightsError, UnknownModelError)
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reader has exited (writing to it raises BrokenPipeError)."""
+    try:
+        import select
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError, ImportError):
+        return False
 
 
 def _eprint(*a):
@@ -425,6 +438,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         _eprint(f"{PROG}: error: out of memory; try a smaller --window")
         return EXIT_ERROR
+    except BrokenPipeError as e:
+        if not _stdout_closed():
+            if debug:
+                raise
+            _eprint(f"{PROG}: error: {_one_line(e)}")
+            return EXIT_ERROR
+        # The reader of our standard output went away (`vsr-engine info | head`): stop quietly, as a program
+        # ended by SIGPIPE would, and keep Python from printing a second error at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_SIGPIPE
     except OSError as e:
         if debug:
             raise
