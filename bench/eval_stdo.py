@@ -328,6 +328,7 @@ def long_budget(args, Fs):
             meta["total_s"] = time.time() - t0
             with open(path, "w") as f:
                 json.dump({"meta": meta, "results": out}, f, indent=1)
+            write_long_md(args.out + ".md", out, meta)
             continue
         g2 = SM.clone(gen)
         st = F.train(g2, F.CellSampler(lr_t, hr_t, grid, np.arange(len(hr) * grid.n_cells), args.crop,
@@ -347,21 +348,42 @@ def long_budget(args, Fs):
 
 def write_long_md(path, out, meta):
     a, Fs = meta["args"], meta["F"]
+    variants = []            # JSTDO mix variants (--joint-fractions), in the order they appear
+    for r in out.values():
+        variants += [k for k in r["psnr"] if k.startswith("JSTDO (fractions") and k not in variants]
+    control = all(f"general+{Fs}" in r["psnr"] for r in out.values())
     L = [f"# STDO / JSTDO, longer budget (F = {Fs}) ({'GPU ' + meta['machine']['gpu'] if meta['machine']['gpu'] else 'CPU'})",
          "", f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, torch {meta['machine']['torch']}, "
          f"{meta['machine']['threads']} thread(s). Same settings as stdo_cpu.md ({a['frames']} frames, WDSR "
          f"{a['blocks']} blocks x {a['units']} units, batch {a['batch']} x {a['crop']}^2, seed {a['seed']}) except the "
          f"budget: general {a['general_steps']} steps, then F = {Fs} steps for each of: STDO K=4 ({Fs // 4} per chunk "
-         f"model), JSTDO (K=4 mix), general+F (compute-matched control). Y-PSNR dB, whole frames.", "",
-         "| clip | bicubic | general | STDO K=4 | JSTDO | general+F | STDO K=4 − bicubic | JSTDO − STDO K=4 | "
-         "STDO K=4 − general+F | models B STDO K=4 / JSTDO | wall min |", "|---|" + "---|" * 10]
+         f"model), JSTDO (K=4 mix)" + "".join(f", {v}" for v in variants)
+         + (", general+F (compute-matched control)" if control else "") + ". Y-PSNR dB, whole frames.", ""]
+    cols = ["clip", "bicubic", "general", "STDO K=4", "JSTDO"] + variants + (["general+F"] if control else [])
+    cols += ["STDO K=4 − bicubic", "JSTDO − STDO K=4"] + [f"{v} − STDO K=4" for v in variants]
+    cols += (["STDO K=4 − general+F"] if control else []) + ["models B STDO K=4 / JSTDO", "wall min"]
+    L += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in out.values():
         p = r["psnr"]
-        gF = p[f"general+{Fs}"]
-        L.append(f"| {r['clip']} x{r['scale']} | {p['bicubic']:.2f} | {p['general']:.2f} | {p['STDO K=4']:.2f} | "
-                 f"{p['JSTDO (K=4 mix)']:.2f} | {gF:.2f} | {p['STDO K=4'] - p['bicubic']:+.2f} | "
-                 f"{p['JSTDO (K=4 mix)'] - p['STDO K=4']:+.2f} | {p['STDO K=4'] - gF:+.2f} | "
-                 f"{r['model_bytes']['STDO K=4']} / {r['model_bytes']['JSTDO (K=4 mix)']} | {r['seconds'] / 60:.1f} |")
+        s4, j = p["STDO K=4"], p["JSTDO (K=4 mix)"]
+        row = [f"{r['clip']} x{r['scale']}"] + [f"{p[k]:.2f}" for k in ("bicubic", "general", "STDO K=4")]
+        row += [f"{j:.2f}"] + [f"{p[v]:.2f}" for v in variants]
+        row += [f"{p[f'general+{Fs}']:.2f}"] if control else []
+        row += [f"{s4 - p['bicubic']:+.2f}", f"{j - s4:+.2f}"] + [f"{p[v] - s4:+.2f}" for v in variants]
+        row += [f"{s4 - p[f'general+{Fs}']:+.2f}"] if control else []
+        row += [f"{r['model_bytes']['STDO K=4']} / {r['model_bytes']['JSTDO (K=4 mix)']}", f"{r['seconds'] / 60:.1f}"]
+        L.append("| " + " | ".join(row) + " |")
+    if any("per_chunk_y" in r for r in out.values()):
+        names = []
+        for r in out.values():
+            names += [k for k in r.get("per_chunk_y", {}) if k not in names]
+        L += ["", "Per-chunk Y-PSNR on the K=4 chunks (chunk 0 = hardest): " + " / ".join(names), "",
+              "| clip | chunk 0 | chunk 1 | chunk 2 | chunk 3 |", "|---|---|---|---|---|"]
+        for r in out.values():
+            pc = r.get("per_chunk_y")
+            if pc:
+                L.append(f"| {r['clip']} x{r['scale']} | " + " | ".join(
+                    " / ".join(f"{pc[n][c]:.2f}" for n in names if n in pc) for c in range(4)) + " |")
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
 

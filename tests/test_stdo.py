@@ -74,6 +74,36 @@ def test_jstdo_mix():
     assert np.bincount(two[jstdo_mix(two, 2)], minlength=2).tolist() == [30, 0]   # K=2: chunk 0 only
 
 
+def test_jstdo_mix_fractions():
+    chunks = np.repeat(np.arange(4, dtype=np.uint8), 40)
+    np.random.default_rng(1).shuffle(chunks)
+    idx = jstdo_mix(chunks, 4, seed=5, fractions=[1, 0.75, 0.5, 0.25])
+    assert np.bincount(chunks[idx], minlength=4).tolist() == [40, 30, 20, 10]
+    assert np.bincount(chunks[jstdo_mix(chunks, 4, fractions=[0, 0, 0, 1])], minlength=4).tolist() == [0, 0, 0, 40]
+    for bad, msg in [([1, 0.5, 0], "one fraction per chunk"), ([1, 0.5, 0.2, 1.5], r"\[0, 1\]"),
+                     ([1, -0.1, 0, 0], r"\[0, 1\]"), ([0, 0, 0, 0], "all 0"), (["a", 0, 0, 0], "numbers"),
+                     ([float("nan"), 1, 1, 1], r"\[0, 1\]")]:
+        with pytest.raises(ValueError, match=msg):
+            jstdo_mix(chunks, 4, fractions=bad)
+
+
+def test_joint_mix_checked_before_any_work(tmp_path, capsys):
+    from vsr_engine.stdo.cli import main
+    src = str(tmp_path / "missing_is_fine_here.mp4")   # the mix is refused before the input is even read
+    bpath = str(tmp_path / "x.stdo")
+    assert main(["fit", src, bpath, "--joint-mix", "1,0.5,0,0", "-q"]) == 2
+    assert "--joint-mix needs --joint" in capsys.readouterr().err
+    assert main(["fit", src, bpath, "--joint", "--chunks", "4", "--joint-mix", "1,0.5", "-q"]) == 2
+    assert "one fraction per chunk" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:            # argparse's usage error
+        main(["fit", src, bpath, "--joint", "--joint-mix", "1,x", "-q"])
+    assert e.value.code == 2
+    assert "comma-separated" in capsys.readouterr().err
+    assert not os.path.exists(bpath)
+    with pytest.raises(ValueError, match="needs joint=True"):
+        stdo.fit([np.zeros((32, 32, 3), np.uint8)], stdo.FitConfig(joint_fractions=[1, 1, 1, 1]), progress=None)
+
+
 # ---- geometry ------------------------------------------------------------------------------------------------
 
 def test_default_grid_matches_paper():
@@ -254,6 +284,20 @@ def test_fit_deterministic(data_dir):
     assert a == b
     man = Bundle.from_bytes(a).manifest
     assert man["joint"] and man["chunk_models"] == [0, 0]
+
+
+def test_fit_joint_mix_reaches_training(data_dir):
+    """--joint-mix / FitConfig.joint_fractions picks the joint model's training cells: the K=2 paper mix [1, 0]
+    gives the same model as the default; [0, 1] (the easy chunk only) gives another one; the manifest records it."""
+    hr = _walk(data_dir, n=2, h=48, w=96)
+    cfg = dict(scale=2, chunks=2, joint=True, steps=4, general_steps=4, arch=TINY, batch=2, crop=16, seed=3)
+    default = stdo.fit(hr, stdo.FitConfig(**cfg), progress=None).bundle
+    paper = stdo.fit(hr, stdo.FitConfig(**cfg, joint_fractions=[1, 0]), progress=None).bundle
+    easy = stdo.fit(hr, stdo.FitConfig(**cfg, joint_fractions=[0, 1]), progress=None).bundle
+    same = lambda a, b: all(torch.equal(a.models[0][k], b.models[0][k]) for k in a.models[0])  # noqa: E731
+    assert same(default, paper) and not same(default, easy)
+    assert Bundle.from_bytes(easy.to_bytes()).manifest["fit"]["joint_fractions"] == [0.0, 1.0]
+    assert default.manifest["fit"]["joint_fractions"] is None
 
 
 def test_fit_edsr_x3_roundtrip(data_dir):

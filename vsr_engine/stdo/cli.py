@@ -17,6 +17,14 @@ def _grid(s: str):
         raise argparse.ArgumentTypeError(f"grid must look like 10x5 (columns x rows), got {s!r}") from None
 
 
+def _fractions(s: str):
+    try:
+        return [float(x) for x in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--joint-mix takes one fraction per chunk, comma-separated "
+                                         f"(e.g. 1,0.75,0.5,0.25), got {s!r}") from None
+
+
 def _arch(items):
     out = {}
     for it in items or []:
@@ -38,6 +46,9 @@ def _add_fit(sp):
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
     p.add_argument("--chunks", type=int, default=4, help="K: number of difficulty chunks (default 4)")
     p.add_argument("--joint", action="store_true", help="JSTDO: one model on the data-aware mix instead of K models")
+    p.add_argument("--joint-mix", type=_fractions, default=None, metavar="F0,F1,...",
+                   help="with --joint: the fraction of each chunk (hardest first) in the joint training set; "
+                        "default the paper's mix 1-c/(K-1) (all of chunk 0, none of the easiest)")
     p.add_argument("--model", choices=("wdsr", "edsr"), default="wdsr")
     p.add_argument("--arch", nargs="*", metavar="KEY=VALUE",
                    help="override the paper config, e.g. num_blocks=4 num_residual_units=16 (WDSR) or num_feats=32")
@@ -136,11 +147,17 @@ def cmd_fit(args) -> int:
     from .fit import FitConfig
     # the bundle's place is checked before hours of fitting (folder exists and is writable, not the input,
     # no existing file unless --force); the file itself is written atomically at the end
+    if args.joint_mix is not None:
+        if not args.joint:
+            raise ValueError("--joint-mix needs --joint")
+        from .patches import check_mix_fractions
+        check_mix_fractions(args.joint_mix, args.chunks)
     check_output_path(args.bundle, inputs=[args.hr_video], force=args.force)
     _threads(args.threads)
     cfg = FitConfig(scale=args.scale, chunks=args.chunks, joint=args.joint, model=args.model, arch=_arch(args.arch),
                     steps=args.steps, general_steps=args.general_steps, batch=args.batch, crop=args.crop, lr=args.lr,
                     init=args.init, label=args.label, margin=args.margin, grid=args.grid, seed=args.seed,
+                    joint_fractions=args.joint_mix,
                     device=args.device, lr_crf=args.lr_crf, lr_pix_fmt=args.lr_pix_fmt)
     res = fit_video(args.hr_video, cfg, start=args.start, frames=args.frames, hr_width=args.hr_width, fps=args.fps,
                     progress=_progress(args.quiet))

@@ -40,7 +40,7 @@ from ..metrics import rgb_to_y
 from ..video import FrameInfo, SourceInfo, VideoBytes, VideoFileSink, VideoReader
 from . import models as M
 from .bundle import Bundle
-from .patches import PatchGrid, jstdo_mix, quantile_chunks
+from .patches import PatchGrid, check_mix_fractions, jstdo_mix, quantile_chunks
 
 Progress = Optional[Callable[[str], None]]
 
@@ -301,6 +301,10 @@ def fit(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fractio
         raise ValueError("init must be 'general' or 'scratch'")
     if cfg.label not in ("general", "bicubic"):
         raise ValueError("label must be 'general' or 'bicubic'")
+    if cfg.joint_fractions is not None:   # checked before any work, not after the general model's training
+        if not cfg.joint:
+            raise ValueError("joint_fractions (the JSTDO mix) needs joint=True")
+        check_mix_fractions(cfg.joint_fractions, int(cfg.chunks))
     t0 = time.time()
     p = prepared or prepare(hr_frames, cfg, fps, time_base, pts, audio_src, progress)
     timings["prepare"] = time.time() - t0

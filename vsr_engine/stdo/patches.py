@@ -153,6 +153,25 @@ def quantile_chunks(labels: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]
     return chunk.reshape(labels.shape), thresholds
 
 
+def check_mix_fractions(fractions: Optional[Sequence[float]], k: int) -> List[float]:
+    """The JSTDO mix fractions for ``k`` chunks (default: the paper's ``1 - c/(k-1)``), checked: one per chunk,
+    each in [0, 1], not all zero. Raises ValueError with what is wrong."""
+    if fractions is None:
+        return [1.0] if k == 1 else [1.0 - c / (k - 1) for c in range(k)]
+    try:
+        fr = [float(x) for x in fractions]
+    except (TypeError, ValueError):
+        raise ValueError(f"JSTDO mix fractions must be numbers, got {fractions!r}") from None
+    if len(fr) != k:
+        raise ValueError(f"the JSTDO mix needs one fraction per chunk: {k} for {k} chunks, got {len(fr)}")
+    bad = [x for x in fr if not (0.0 <= x <= 1.0)]
+    if bad:
+        raise ValueError(f"JSTDO mix fractions must lie in [0, 1], got {bad[0]!r}")
+    if not any(x > 0 for x in fr):
+        raise ValueError("the JSTDO mix fractions are all 0: the joint model would train on nothing")
+    return fr
+
+
 def jstdo_mix(chunks: np.ndarray, k: int, seed: int = 0, fractions: Optional[Sequence[float]] = None) -> np.ndarray:
     """Data-aware joint training set (JSTDO): flat indices of the patches one joint model trains on.
 
@@ -161,12 +180,9 @@ def jstdo_mix(chunks: np.ndarray, k: int, seed: int = 0, fractions: Optional[Seq
     ``fractions`` (length k) overrides. With k = 1 the mix is everything.
     """
     flat = np.asarray(chunks).reshape(-1)
-    if k == 1:
+    if k == 1 and fractions is None:
         return np.arange(flat.size)
-    if fractions is None:
-        fractions = [1.0 - c / (k - 1) for c in range(k)]
-    if len(fractions) != k:
-        raise ValueError(f"need {k} fractions")
+    fractions = check_mix_fractions(fractions, k)
     rng = np.random.default_rng(seed)
     keep = []
     for c in range(k):
