@@ -353,8 +353,7 @@ def write_long_md(path, out, meta):
         variants += [k for k in r["psnr"] if k.startswith("JSTDO (fractions") and k not in variants]
     control = all(f"general+{Fs}" in r["psnr"] for r in out.values())
     L = [f"# STDO / JSTDO, longer budget (F = {Fs}) ({'GPU ' + meta['machine']['gpu'] if meta['machine']['gpu'] else 'CPU'})",
-         "", f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, torch {meta['machine']['torch']}, "
-         f"{meta['machine']['threads']} thread(s). Same settings as stdo_cpu.md ({a['frames']} frames, WDSR "
+         "", _machine_line(meta["machine"]) + f" Same settings as stdo_cpu.md ({a['frames']} frames, WDSR "
          f"{a['blocks']} blocks x {a['units']} units, batch {a['batch']} x {a['crop']}^2, seed {a['seed']}) except the "
          f"budget: general {a['general_steps']} steps, then F = {Fs} steps for each of: STDO K=4 ({Fs // 4} per chunk "
          f"model), JSTDO (K=4 mix)" + "".join(f", {v}" for v in variants)
@@ -397,15 +396,24 @@ def machine():
                 break
     except OSError:
         pass
+    from common import git_sha
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "git": git_sha(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": os.getloadavg()[0]}
+
+
+def _machine_line(m):
+    """One line on where the figures came from (what was recorded, nothing assumed)."""
+    where = f"GPU {m['gpu']}" if m.get("gpu") else "no GPU"
+    extra = f", commit {m['git']}, {m['date']}" if m.get("git") else ""
+    load = f", load average {m['loadavg_start']:.1f} at start" if "loadavg_start" in m else ""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} thread(s), {where}"
+            f"{load}{extra}.")
 
 
 def write_md(path, out, meta):
     L = [f"# STDO / JSTDO on real clips ({'GPU ' + meta['machine']['gpu'] if meta['machine']['gpu'] else 'CPU'})", "",
-         f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores (shared with other jobs), "
-         f"torch {meta['machine']['torch']}, {meta['machine']['threads']} thread(s), no GPU" if not meta['machine']['gpu']
-         else f"Machine: {meta['machine']}", "",
+         meta.get("machine_line") or _machine_line(meta["machine"]), "",
          f"Settings: {meta['args']['frames']} frames per clip; LR = MATLAB bicubic, x264 crf {meta['args']['lr_crf']} "
          f"{meta['args']['lr_pix_fmt']}, decoded (all methods see the decoded LR). Models: WDSR "
          f"{meta['args']['blocks']} blocks x {meta['args']['units']} units x4 width (bicubic-initialised skip); "
@@ -475,8 +483,7 @@ def write_md(path, out, meta):
                  f"{v['device']} ({v['threads']} thread(s)): {v['fps']:.3f} fps ({v['s_per_frame']:.2f} s/frame)")
     ab_s = (meta.get("ablation") or {}).get("seconds", 0)
     L += ["", f"Training wall time (all figures, ablation included): {meta.get('train_total_s', 0) / 60:.1f} min; whole "
-          f"bench {(meta.get('total_s', 0) + ab_s) / 60:.1f} min (the CPU was shared with other jobs, load 4-200, so "
-          f"steps ran 1.3-2.4x slower than on an idle core)."]
+          f"bench {(meta.get('total_s', 0) + ab_s) / 60:.1f} min." + (f" {meta['time_note']}" if meta.get("time_note") else "")]
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
 
