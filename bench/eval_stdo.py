@@ -97,6 +97,10 @@ def tiled(models, chunk_models, chunk_map, p, grid=None):
     return F.sr_tiled(models, mc, p["lr_t"], grid, "cpu")
 
 
+def _variant_name(fr):
+    return "JSTDO (fractions " + "/".join(f"{x:g}" for x in fr) + ")"
+
+
 def run_setting(name, scale, args, out):
     spec = CLIPS[name]
     key = f"{name}_x{scale}"
@@ -175,6 +179,12 @@ def run_setting(name, scale, args, out):
     r["psnr"]["JSTDO (K=4 mix)"] = mean_psnr(srj, hr_t)
     r["model_bytes"]["JSTDO (K=4 mix)"] = bj.sizes()["models"]
     r["train_s"]["JSTDO"] = resj.timings["models"]
+    if args.joint_fractions:   # a JSTDO mix variant (--joint-fractions), same budget
+        fr = [float(x) for x in args.joint_fractions]
+        resv = stdo.fit(hr, stdo.FitConfig(**base, chunks=4, steps=Fs, joint=True, joint_fractions=fr), prepared=p,
+                        general=gen, progress=None)
+        r["psnr"][_variant_name(fr)] = mean_psnr(F.sr_whole(resv.models[0], p["lr_t"], "cpu"), hr_t)
+        r["train_s"]["JSTDO variant"] = resv.timings["models"]
 
     # labels: general model vs bicubic
     lg, lb = res4.labels_general, res4.labels_bicubic
@@ -316,7 +326,7 @@ def long_budget(args, Fs):
             resv = stdo.fit(hr, stdo.FitConfig(**base, chunks=4, steps=Fs, joint=True, joint_fractions=fr), prepared=p,
                             general=gen, progress=None)
             srv = F.sr_whole(resv.models[0], lr_t, "cpu")
-            name_v = "JSTDO (fractions " + "/".join(f"{x:g}" for x in fr) + ")"
+            name_v = _variant_name(fr)
             r["psnr"][name_v] = mean_psnr(srv, hr_t)
             r["per_chunk_y"][name_v] = per_chunk_y(srv, hr_t, grid, cm4, 4)
             r["train_s"]["JSTDO variant"] = resv.timings["models"]
@@ -435,15 +445,18 @@ def write_md(path, out, meta):
             v = r["psnr"].get(mth)
             row.append("--" if v is None else f"{v:.2f}")
         L.append("| " + " | ".join(row) + " |")
+    variants = [m for m in methods if m.startswith("JSTDO (fractions")]
     L += ["", "Gains over bicubic (dB) and bytes:", "",
-          "| clip | STDO K=4 − bicubic | STDO K=2 − bicubic | JSTDO − bicubic | JSTDO − STDO K=4 | STDO K=4 − general+F | "
+          "| clip | STDO K=4 − bicubic | STDO K=2 − bicubic | JSTDO − bicubic | JSTDO − STDO K=4 | "
+          + "".join(f"{v} − STDO K=4 | " for v in variants) + "STDO K=4 − general+F | "
           "LR video B (video stream) | models B: general / STDO K=2 / K=4 / JSTDO | bundle K=4 B |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|" + "---|" * len(variants)]
     for key, r in out.items():
         p, mb = r["psnr"], r["model_bytes"]
         gF = [k for k in p if k.startswith("general+")][0]
+        vcols = "".join("-- | " if v not in p else f"{p[v] - p['STDO K=4']:+.2f} | " for v in variants)
         L.append(f"| {r['clip']} x{r['scale']} | {p['STDO K=4'] - p['bicubic']:+.2f} | {p['STDO K=2'] - p['bicubic']:+.2f} | "
-                 f"{p['JSTDO (K=4 mix)'] - p['bicubic']:+.2f} | {p['JSTDO (K=4 mix)'] - p['STDO K=4']:+.2f} | "
+                 f"{p['JSTDO (K=4 mix)'] - p['bicubic']:+.2f} | {p['JSTDO (K=4 mix)'] - p['STDO K=4']:+.2f} | {vcols}"
                  f"{p['STDO K=4'] - p[gF]:+.2f} | {r['lr_video_bytes']} ({r['lr_video_stream_bytes']}) | "
                  f"{mb['general']} / {mb['STDO K=2']} / {mb['STDO K=4']} / {mb['JSTDO (K=4 mix)']} | {r['bundle_bytes_K4']} |")
     L += ["", "Labelling: general-model PSNR vs bicubic PSNR as the difficulty label:", "",
@@ -513,7 +526,7 @@ def main(argv=None):
     ap.add_argument("--ablation", type=int, default=0, metavar="F",
                     help="only the longer-budget walk x4 ablation with F fine-tune steps, added to OUT.json")
     ap.add_argument("--joint-fractions", nargs=4, default=None, metavar="C",
-                    help="--long: also a JSTDO with these fractions of chunks 0..3 (paper mix: 1 0.667 0.333 0)")
+                    help="also a JSTDO with these fractions of chunks 0..3 (paper mix: 1 0.667 0.333 0)")
     ap.add_argument("--skip-control", action="store_true", help="--long: no general+F run (json only)")
     ap.add_argument("--long", type=int, default=0, metavar="F",
                     help="longer budget F on each of --settings: general, STDO K=4, JSTDO, general+F (own OUT.json/.md)")
