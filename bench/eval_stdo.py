@@ -415,7 +415,7 @@ def machine():
 def _machine_line(m):
     """One line on where the figures came from (what was recorded, nothing assumed)."""
     where = f"GPU {m['gpu']}" if m.get("gpu") else "no GPU"
-    extra = f", commit {m['git']}, {m['date']}" if m.get("git") else ""
+    extra = (f", commit {m['git']}" if m.get("git") else "") + (f", {m['date']}" if m.get("date") else "")
     load = f", load average {m['loadavg_start']:.1f} at start" if "loadavg_start" in m else ""
     return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} thread(s), {where}"
             f"{load}{extra}.")
