@@ -286,7 +286,7 @@ def test_fit_deterministic(data_dir):
     assert man["joint"] and man["chunk_models"] == [0, 0]
 
 
-def test_fit_joint_mix_reaches_training(data_dir):
+def test_fit_joint_mix_reaches_training(data_dir, tmp_path, capsys):
     """--joint-mix / FitConfig.joint_fractions picks the joint model's training cells: the K=2 paper mix [1, 0]
     gives the same model as the default; [0, 1] (the easy chunk only) gives another one; the manifest records it."""
     hr = _walk(data_dir, n=2, h=48, w=96)
@@ -298,6 +298,11 @@ def test_fit_joint_mix_reaches_training(data_dir):
     assert same(default, paper) and not same(default, easy)
     assert Bundle.from_bytes(easy.to_bytes()).manifest["fit"]["joint_fractions"] == [0.0, 1.0]
     assert default.manifest["fit"]["joint_fractions"] is None
+    from vsr_engine.stdo.cli import main
+    path = os.path.join(str(tmp_path), "easy.stdo")
+    easy.save(path)
+    assert main(["info", path]) == 0
+    assert "joint mix (fraction of each chunk, hardest first): 0,1" in capsys.readouterr().out
 
 
 def test_fit_edsr_x3_roundtrip(data_dir):

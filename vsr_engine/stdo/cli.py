@@ -195,6 +195,10 @@ def cmd_info(args) -> int:
     print(f"  grid {g['gw']}x{g['gh']} (cells <= {g['cell_w_max']}x{g['cell_h_max']} LR), margin {g['margin']}")
     print(f"  {'JSTDO' if man['joint'] else 'STDO'}: {man['chunks']} chunks, {len(b.models)} x {man['arch']['name']} "
           f"{man['arch']['config']}")
+    if man["joint"]:
+        fr = (man.get("fit") or {}).get("joint_fractions")
+        print(f"  joint mix (fraction of each chunk, hardest first): "
+              f"{'paper (1 - c/(K-1))' if fr is None else ','.join(f'{x:g}' for x in fr)}")
     print(f"  bytes: LR video {sizes['lr_video']}, models {sizes['models']}, chunk map {sizes['chunk_map']}")
     return 0
 
