@@ -80,6 +80,7 @@ def test_jstdo_mix_fractions():
     idx = jstdo_mix(chunks, 4, seed=5, fractions=[1, 0.75, 0.5, 0.25])
     assert np.bincount(chunks[idx], minlength=4).tolist() == [40, 30, 20, 10]
     assert np.bincount(chunks[jstdo_mix(chunks, 4, fractions=[0, 0, 0, 1])], minlength=4).tolist() == [0, 0, 0, 40]
+    assert np.bincount(chunks[jstdo_mix(chunks, 4, fractions=[0.001, 0, 0, 0])], minlength=4).tolist() == [1, 0, 0, 0]
     for bad, msg in [([1, 0.5, 0], "one fraction per chunk"), ([1, 0.5, 0.2, 1.5], r"\[0, 1\]"),
                      ([1, -0.1, 0, 0], r"\[0, 1\]"), ([0, 0, 0, 0], "all 0"), (["a", 0, 0, 0], "numbers"),
                      ([float("nan"), 1, 1, 1], r"\[0, 1\]")]:

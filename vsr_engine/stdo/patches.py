@@ -177,7 +177,8 @@ def jstdo_mix(chunks: np.ndarray, k: int, seed: int = 0, fractions: Optional[Seq
 
     All of chunk 0 (hardest), none of chunk k-1 (easiest), and a random subset of each chunk in between:
     by default fraction ``1 - c/(k-1)`` of chunk c (linear from 1 to 0; k=4: 2/3 of chunk 1, 1/3 of chunk 2).
-    ``fractions`` (length k) overrides. With k = 1 the mix is everything.
+    ``fractions`` (length k, checked by :func:`check_mix_fractions`) overrides; a positive fraction keeps at least
+    one patch. With k = 1 the mix is everything.
     """
     flat = np.asarray(chunks).reshape(-1)
     if k == 1 and fractions is None:
@@ -188,6 +189,8 @@ def jstdo_mix(chunks: np.ndarray, k: int, seed: int = 0, fractions: Optional[Seq
     for c in range(k):
         idx = np.flatnonzero(flat == c)
         take = int(round(float(fractions[c]) * idx.size))
+        if fractions[c] > 0 and idx.size:
+            take = max(1, take)       # a positive fraction keeps at least one patch of its chunk
         if take >= idx.size:
             keep.append(idx)
         elif take > 0:
