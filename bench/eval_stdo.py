@@ -423,7 +423,7 @@ def _machine_line(m):
 
 def write_md(path, out, meta):
     L = [f"# STDO / JSTDO on real clips ({'GPU ' + meta['machine']['gpu'] if meta['machine']['gpu'] else 'CPU'})", "",
-         meta.get("machine_line") or _machine_line(meta["machine"]), "",
+         _machine_line(meta["machine"]), "",
          f"Settings: {meta['args']['frames']} frames per clip; LR = MATLAB bicubic, x264 crf {meta['args']['lr_crf']} "
          f"{meta['args']['lr_pix_fmt']}, decoded (all methods see the decoded LR). Models: WDSR "
          f"{meta['args']['blocks']} blocks x {meta['args']['units']} units x4 width (bicubic-initialised skip); "

@@ -438,21 +438,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         _eprint(f"{PROG}: error: out of memory; try a smaller --window")
         return EXIT_ERROR
-    except BrokenPipeError as e:
-        if not _stdout_closed():
-            if debug:
-                raise
-            _eprint(f"{PROG}: error: {_one_line(e)}")
-            return EXIT_ERROR
-        # The reader of our standard output went away (`vsr-engine info | head`): stop quietly, as a program
-        # ended by SIGPIPE would, and keep Python from printing a second error at exit.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_SIGPIPE
     except OSError as e:
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            # The reader of our standard output went away (`vsr-engine info | head`): stop quietly, as a program
+            # ended by SIGPIPE would, and keep Python from printing a second error at exit.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return EXIT_SIGPIPE
         if debug:
             raise
         _eprint(f"{PROG}: error: {_one_line(e)}")

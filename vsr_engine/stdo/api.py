@@ -89,7 +89,7 @@ def fit_video(path, cfg: Optional[FitConfig] = None, start: int = 0, frames: int
     """Read ``path`` (video or frame folder), fit STDO/JSTDO on frames [start, start+frames), return the result
     (``result.bundle.save(path)`` writes the bundle). The audio of a video source that overlaps those frames
     is copied into the LR video."""
-    cfg = cfg or FitConfig()
+    cfg = (cfg or FitConfig()).check()   # before the video is read
     hr, info = read_hr(path, start, frames, hr_width, fps)
     kw = {}
     if progress != "default":

@@ -147,18 +147,15 @@ def cmd_fit(args) -> int:
     from .fit import FitConfig
     # the bundle's place is checked before hours of fitting (folder exists and is writable, not the input,
     # no existing file unless --force); the file itself is written atomically at the end
-    if args.joint_mix is not None:
-        if not args.joint:
-            raise ValueError("--joint-mix needs --joint")
-        from .patches import check_mix_fractions
-        check_mix_fractions(args.joint_mix, args.chunks)
-    check_output_path(args.bundle, inputs=[args.hr_video], force=args.force)
-    _threads(args.threads)
+    if args.joint_mix is not None and not args.joint:
+        raise ValueError("--joint-mix needs --joint")
     cfg = FitConfig(scale=args.scale, chunks=args.chunks, joint=args.joint, model=args.model, arch=_arch(args.arch),
                     steps=args.steps, general_steps=args.general_steps, batch=args.batch, crop=args.crop, lr=args.lr,
                     init=args.init, label=args.label, margin=args.margin, grid=args.grid, seed=args.seed,
                     joint_fractions=args.joint_mix,
-                    device=args.device, lr_crf=args.lr_crf, lr_pix_fmt=args.lr_pix_fmt)
+                    device=args.device, lr_crf=args.lr_crf, lr_pix_fmt=args.lr_pix_fmt).check()
+    check_output_path(args.bundle, inputs=[args.hr_video], force=args.force)
+    _threads(args.threads)
     res = fit_video(args.hr_video, cfg, start=args.start, frames=args.frames, hr_width=args.hr_width, fps=args.fps,
                     progress=_progress(args.quiet))
     n = res.bundle.save(args.bundle)

@@ -73,6 +73,18 @@ class FitConfig:
     lr_crf: int = 10
     lr_pix_fmt: str = "yuv420p"
 
+    def check(self) -> "FitConfig":
+        """Refuse a bad configuration before any work (reading the video, training the general model)."""
+        if self.init not in ("general", "scratch"):
+            raise ValueError("init must be 'general' or 'scratch'")
+        if self.label not in ("general", "bicubic"):
+            raise ValueError("label must be 'general' or 'bicubic'")
+        if self.joint_fractions is not None:
+            if not self.joint:
+                raise ValueError("joint_fractions (the JSTDO mix) needs joint=True")
+            check_mix_fractions(self.joint_fractions, int(self.chunks))
+        return self
+
     def resolved_device(self) -> torch.device:
         if self.device in (None, "", "auto"):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -297,14 +309,7 @@ def fit(hr_frames: Sequence[np.ndarray], cfg: FitConfig, fps: Fraction = Fractio
     timings: Dict[str, float] = {}
     device = cfg.resolved_device()
     s = int(cfg.scale)
-    if cfg.init not in ("general", "scratch"):
-        raise ValueError("init must be 'general' or 'scratch'")
-    if cfg.label not in ("general", "bicubic"):
-        raise ValueError("label must be 'general' or 'bicubic'")
-    if cfg.joint_fractions is not None:   # checked before any work, not after the general model's training
-        if not cfg.joint:
-            raise ValueError("joint_fractions (the JSTDO mix) needs joint=True")
-        check_mix_fractions(cfg.joint_fractions, int(cfg.chunks))
+    cfg.check()
     t0 = time.time()
     p = prepared or prepare(hr_frames, cfg, fps, time_base, pts, audio_src, progress)
     timings["prepare"] = time.time() - t0

@@ -181,8 +181,6 @@ def jstdo_mix(chunks: np.ndarray, k: int, seed: int = 0, fractions: Optional[Seq
     one patch. With k = 1 the mix is everything.
     """
     flat = np.asarray(chunks).reshape(-1)
-    if k == 1 and fractions is None:
-        return np.arange(flat.size)
     fractions = check_mix_fractions(fractions, k)
     rng = np.random.default_rng(seed)
     keep = []
