@@ -1,0 +1,104 @@
+"""Shared by every stage of the video I/O: the errors (their message is the one line the CLI prints), lazy
+PyAV import, and the per-frame / per-source descriptions (:class:`FrameInfo`, :class:`SourceInfo`)."""
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .decode import VideoBytes
+
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv",
+              ".nut", ".ogv", ".3gp", ".wmv", ".y4m", ".gif")
+
+
+# Errors: the message is the one line the CLI prints.
+class VsrError(Exception):
+    """Base of the engine's user-facing errors; ``str(e)`` is a complete one-line explanation."""
+
+
+class VsrInputError(VsrError, ValueError):
+    """The input cannot be used (missing, empty, not a video, no video stream, bad frames, ...)."""
+
+
+class VsrOutputError(VsrError):
+    """The output cannot be written (exists, is the input, folder missing, codec/container mismatch, ...)."""
+
+
+def _av():
+    try:
+        import av  # noqa: F401
+        import av.error  # noqa: F401
+    except ImportError as e:  # pragma: no cover - av is a dependency
+        raise VsrError(f"PyAV is needed for video files (pip install av): {e}") from None
+    return av
+
+
+def _ffmpeg_msg(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
+
+
+# Frame metadata
+@dataclasses.dataclass
+class FrameInfo:
+    """Where one frame sits in time: ``pts``/``duration`` in units of ``time_base`` (None when unknown)."""
+    index: int
+    pts: Optional[int] = None
+    duration: Optional[int] = None
+    time_base: Optional[Fraction] = None
+
+    @property
+    def time(self) -> Optional[float]:
+        return None if self.pts is None or self.time_base is None else float(self.pts * self.time_base)
+
+
+@dataclasses.dataclass
+class SourceInfo:
+    """What a source knows about its frames (fields are None when unknown)."""
+    kind: str                                   # "video", "folder", "frames"
+    path: Optional[str] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    frames: Optional[int] = None                # expected frame count (container header / folder size)
+    fps: Optional[Fraction] = None              # average frame rate
+    time_base: Optional[Fraction] = None
+    codec: Optional[str] = None
+    pix_fmt: Optional[str] = None
+    bit_depth: Optional[int] = None
+    matrix: Optional[str] = None                # the YUV->RGB matrix used: bt601 / bt709 / bt2020 / None (RGB)
+    color_range: Optional[str] = None           # "limited" / "full" as used for the conversion
+    matrix_guessed: bool = False                # the stream had no matrix tag
+    tags: Dict[str, int] = dataclasses.field(default_factory=dict)  # colorspace/color_range/primaries/trc (AVCOL_*)
+    rotation: int = 0                           # display rotation, degrees counter-clockwise
+    duration: Optional[float] = None            # seconds
+    start_time: Optional[float] = None
+    other_streams: List[str] = dataclasses.field(default_factory=list)  # "#1 audio aac", ...
+    data: Optional["VideoBytes"] = dataclasses.field(default=None, repr=False)  # an in-memory source's bytes
+
+    @property
+    def has_audio(self) -> bool:
+        return any(" audio " in f" {s} " for s in self.other_streams)
+
+    def describe(self) -> str:
+        size = f"{self.width}x{self.height}" if self.width else "?x?"
+        parts = [f"{size}"]
+        if self.frames:
+            parts.append(f"{self.frames} frames")
+        if self.fps:
+            parts.append(f"{float(self.fps):.3f} fps")
+        if self.codec:
+            parts.append(f"{self.codec} {self.pix_fmt or ''}".strip())
+        if self.matrix:
+            parts.append(f"{self.matrix}/{self.color_range}" + (" (guessed)" if self.matrix_guessed else ""))
+        if self.rotation:
+            parts.append(f"rotation {self.rotation}")
+        if self.other_streams:
+            parts.append("+ " + ", ".join(self.other_streams))
+        return ", ".join(parts)

@@ -1,0 +1,488 @@
+"""Stage 5, encode: :class:`VideoFileSink` encodes output frames (default H.264 / libx264, yuv420p, CRF 18,
+preset medium) into one committed segment per engine window inside ``OUTPUT.partial/``, then remuxes the
+segments with the source's audio/subtitle streams (packet copy) and renames onto the target only when complete.
+PTS and time base (VFR stays VFR), frame rate, colour tags and rotation are kept. Also the option checks made
+before any work (codec, pixel format, stream copy, output size) and container-format guessing."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from fractions import Fraction
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from .common import FrameInfo, SourceInfo, VsrInputError, VsrOutputError, _av, _ffmpeg_msg
+from .frames import _AVRANGE, _TAGS_FOR, _is_rgb_format, rgb_to_frame
+from .decode import _open_input
+from .resume import STATE_VERSION, _abort_partial, _atomic_write, _commit_state, _fsync_dir, _prepare_partial, check_output_path, partial_dir_for
+from .sinks import _Sink
+
+
+_CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
+
+
+_PRESET_CODECS = {"libx264", "libx264rgb", "libx265", "libsvtav1", "h264_nvenc", "hevc_nvenc", "av1_nvenc"}
+
+
+_MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
+
+
+def check_stream_copy(src_path, fmt_name: str) -> None:
+    """Every audio/subtitle stream of ``src_path`` (a path or :class:`VideoBytes`) must fit a ``fmt_name``
+    container as it is (else say so now)."""
+    av = _av()
+    import io as _io
+    with _open_input(src_path) as src:
+        c = av.open(_io.BytesIO(), "w", format=fmt_name)
+        try:
+            for s in _copyable_streams(src):
+                try:
+                    c.add_stream_from_template(s)
+                except (ValueError, av.error.FFmpegError) as e:
+                    cname = s.codec_context.name if s.codec_context else "?"
+                    raise VsrOutputError(
+                        f"a {fmt_name} file cannot hold the input's {s.type} stream #{s.index} ({cname}) without "
+                        f"re-encoding ({_ffmpeg_msg(e)}); use a .mkv output") from None
+        finally:
+            try:
+                c.close()
+            except Exception:  # pragma: no cover
+                pass
+
+
+def check_output_size(pix_fmt: str, width: int, height: int) -> None:
+    """Chroma-subsampled formats need sizes divisible by the subsampling (4:2:0: both even): say so before any
+    work. The factors come from FFmpeg's own description of ``pix_fmt``."""
+    comps = _av().VideoFormat(pix_fmt, 16, 16).components
+    sub_w = max(16 // max(1, c.width) for c in comps)
+    sub_h = max(16 // max(1, c.height) for c in comps)
+    bad = [f"{'an even' if k == 2 else f'a multiple of {k} in'} {n}" for n, v, k in
+           (("width", width, sub_w), ("height", height, sub_h)) if k > 1 and v % k]
+    if bad:
+        raise VsrOutputError(f"the output would be {width}x{height}, and pixel format {pix_fmt} needs "
+                             f"{' and '.join(bad)}; pick a scale that gives such sizes, use --pix-fmt yuv444p "
+                             "(or rgb24 with a codec that takes it), or write PNG frames to a folder")
+
+
+def check_video_options(path: str, codec: str = "libx264", pix_fmt: str = "yuv420p",
+                        format: Optional[str] = None) -> str:
+    """Check encoder, pixel format and container before any work (no side effects); returns the format name."""
+    av = _av()
+    import io as _io
+    if format:
+        try:
+            av.open(_io.BytesIO(), "w", format=format).close()
+        except (ValueError, av.error.FFmpegError):
+            raise VsrOutputError(f"unknown container format {format!r}") from None
+    fmt_name = format or _guess_format(path)
+    try:
+        codec_obj = av.Codec(codec, "w")
+    except Exception:
+        raise VsrOutputError(f"unknown or unavailable video encoder {codec!r} (e.g. libx264, libx265, "
+                             "libvpx-vp9, libsvtav1, ffv1)") from None
+    if codec_obj.type != "video":
+        raise VsrOutputError(f"{codec!r} is not a video encoder")
+    try:
+        av.VideoFormat(pix_fmt)
+    except Exception:
+        raise VsrOutputError(f"unknown pixel format {pix_fmt!r}") from None
+    fmts = [f.name for f in (codec_obj.video_formats or [])]
+    if fmts and pix_fmt not in fmts:
+        raise VsrOutputError(f"encoder {codec} cannot take pixel format {pix_fmt!r}; it takes: {', '.join(fmts)}")
+    try:
+        c = av.open(_io.BytesIO(), "w", format=fmt_name)
+    except (ValueError, av.error.FFmpegError) as e:
+        raise VsrOutputError(f"cannot write {fmt_name} files ({_ffmpeg_msg(e)})") from None
+    try:
+        try:
+            c.add_stream(codec, rate=25)
+        except (ValueError, av.error.FFmpegError) as e:
+            raise VsrOutputError(f"a {fmt_name} file cannot hold {codec} video ({_ffmpeg_msg(e)}); "
+                                 "choose another --codec or output extension") from None
+    finally:
+        try:
+            c.close()
+        except Exception:  # pragma: no cover
+            pass
+    return fmt_name
+
+
+class VideoFileSink(_Sink):
+    """Encode RGB frames to a video file; keeps timing, colour tags and rotation; copies audio/subtitles.
+
+    ``codec`` (default ``libx264``), ``crf`` (18), ``preset`` (``medium``), ``pix_fmt`` (``yuv420p``; e.g.
+    ``yuv420p10le`` for 10-bit), ``options`` (extra encoder options), ``copy_streams`` (audio/subtitles of
+    ``audio_from``, a path or :class:`VideoBytes`, default the source video); ``copy_span`` = (t0, t1) seconds
+    copies only the packets that overlap that span (a clip cut from a longer source). ``force`` replaces an
+    existing target; ``resume`` continues the partial output of an interrupted run (see the module docstring).
+    """
+    resumable = True
+
+    def __init__(self, path, *, codec: str = "libx264", crf: Optional[float] = 18, preset: Optional[str] = "medium",
+                 pix_fmt: str = "yuv420p", options: Optional[Dict[str, str]] = None, force: bool = False,
+                 resume: bool = False, inputs: Sequence[str] = (), copy_streams: bool = True,
+                 audio_from=None, format: Optional[str] = None, settings: Optional[dict] = None,
+                 faststart: bool = True, copy_span: Optional[Tuple[float, float]] = None):
+        av = _av()
+        self.path = check_output_path(os.fspath(path), inputs=inputs, force=force, resume=resume)
+        self.force, self.resume = force, resume
+        self.partial = partial_dir_for(self.path)
+        self.codec, self.crf, self.preset, self.pix_fmt = codec, crf, preset, pix_fmt
+        self.extra_options = dict(options or {})
+        self.copy_streams = copy_streams
+        self.audio_from = audio_from
+        self.copy_span = None if copy_span is None else (float(copy_span[0]), float(copy_span[1]))
+        self.faststart = faststart
+        # container format of the target, and of the segments (same family; matroska for the rest)
+        self.format = check_video_options(self.path, codec, pix_fmt, format)
+        self.seg_format = "mp4" if self.format in _MP4_FAMILY else "matroska"
+        self.seg_ext = ".mp4" if self.seg_format == "mp4" else ".mkv"
+        self.settings = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt, "format": self.format,
+                         "options": self.extra_options, **(settings or {})}
+        self._state = {"version": STATE_VERSION, "kind": "video", "settings": self.settings, "frames_done": 0,
+                       "segments": []}
+        self._start, self._carry = 0, None
+        self._seg = None            # (container, stream, tmp path, final name, first index)
+        self._seg_frames = 0
+        self._info: Optional[SourceInfo] = None
+        self._size: Optional[Tuple[int, int]] = None
+        self._last_pts: Optional[int] = None
+        self._frames_written = 0
+        _prepare_partial(self, inputs)
+
+    def resume_point(self):
+        return self._start, self._carry
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def prepare(self, info: SourceInfo):
+        """Before any frame is computed: colour tags for the output, and a check that the source's audio and
+        subtitle streams fit the target container as they are."""
+        self._info = info
+        # output colour: the source's matrix/range (tagged explicitly even when the source relied on a guess)
+        self.matrix = info.matrix or "bt709"
+        self.color_range = info.color_range if (info.matrix and info.color_range) else "limited"
+        if _is_rgb_format(_av().VideoFormat(self.pix_fmt)):
+            self.color_range = "full"
+        spc, prim, trc = _TAGS_FOR.get(self.matrix, (1, 1, 1))
+        tags = dict(info.tags or {})
+        guessed = info.matrix is not None and info.matrix_guessed
+        self.tags = {
+            "colorspace": tags["colorspace"] if tags.get("colorspace", 2) not in (2, None) else spc,
+            "color_range": _AVRANGE[self.color_range],
+            # primaries / transfer: the source's; when the source has none, BT.709 for RGB sources, and
+            # unspecified for untagged video (we do not know them and do not convert them)
+            "color_primaries": tags["color_primaries"] if tags.get("color_primaries", 2) not in (2, None)
+            else (2 if guessed else prim),
+            "color_trc": tags["color_trc"] if tags.get("color_trc", 2) not in (2, None) else (2 if guessed else trc),
+        }
+        if info.kind == "video" and self.copy_streams and self.audio_from is None:
+            self.audio_from = info.path if info.path else info.data
+        self._check_copy_streams()
+        self._prepared = True
+
+    def open(self, info: SourceInfo, width: int, height: int):
+        check_output_size(self.pix_fmt, width, height)
+        if not getattr(self, "_prepared", False):
+            self.prepare(info)
+        self._size = (width, height)
+
+    def _check_copy_streams(self):
+        if self.copy_streams and self.audio_from:
+            check_stream_copy(self.audio_from, self.format)
+
+    def _time_base(self) -> Fraction:
+        info = self._info
+        if info is not None and info.time_base:
+            return Fraction(info.time_base)
+        return Fraction(1, 25) if not (info and info.fps) else 1 / Fraction(info.fps)
+
+    def _open_segment(self, first_index: int):
+        av = _av()
+        name = f"seg_{first_index:09d}{self.seg_ext}"
+        tmp = os.path.join(self.partial, name + ".tmp")
+        c = av.open(tmp, "w", format=self.seg_format)
+        info = self._info
+        rate = info.fps if (info and info.fps) else None
+        s = c.add_stream(self.codec, rate=rate) if rate else c.add_stream(self.codec)
+        s.width, s.height = self._size
+        s.pix_fmt = self.pix_fmt
+        tb = self._time_base()
+        s.time_base = tb
+        cc = s.codec_context
+        cc.time_base = tb
+        if rate:
+            cc.framerate = rate
+        for k, v in self.tags.items():
+            try:
+                setattr(cc, k, v)
+            except Exception:  # pragma: no cover
+                pass
+        opts = {}
+        if self.crf is not None and self.codec in _CRF_CODECS:
+            opts["crf"] = str(self.crf)
+            if self.codec in ("libvpx", "libvpx-vp9"):
+                opts["b"] = "0"
+        if self.preset and self.codec in _PRESET_CODECS:
+            opts["preset"] = str(self.preset)
+        opts.update({k: str(v) for k, v in self.extra_options.items()})
+        cc.options = opts
+        if info is not None and info.rotation:
+            try:
+                s.set_display_rotation(info.rotation)
+            except Exception:  # pragma: no cover
+                pass
+        self._seg = (c, s, tmp, name, first_index)
+        self._seg_frames = 0
+        self._seg_packets: List[List[Optional[int]]] = []   # [pts, dts] of every packet, in mux order
+        self._seg_durations: Dict[int, int] = {}            # frame pts -> duration (time base units)
+
+    def write(self, rgb: np.ndarray, finfo: FrameInfo):
+        if self._size is None:
+            raise RuntimeError("VideoFileSink.write before open")
+        if (rgb.shape[1], rgb.shape[0]) != self._size:
+            raise VsrInputError(f"frame {finfo.index}: size {rgb.shape[1]}x{rgb.shape[0]} differs from the first "
+                                f"frame's {self._size[0]}x{self._size[1]}")
+        if self._seg is None:
+            self._open_segment(finfo.index)
+        c, s, *_ = self._seg
+        f = rgb_to_frame(rgb, self.pix_fmt, self.matrix, self.color_range)
+        tb = self._time_base()
+        pts = finfo.pts
+        if pts is not None and finfo.time_base is not None and Fraction(finfo.time_base) != tb:
+            pts = int(round(pts * Fraction(finfo.time_base) / tb))
+        if pts is None:  # frames without timestamps (raw streams, plain arrays): index at the frame rate
+            rate = Fraction(self._info.fps) if (self._info is not None and self._info.fps) else Fraction(25)
+            pts = int(round(Fraction(finfo.index) / rate / tb))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # the encoder needs strictly increasing pts
+        self._last_pts = pts
+        f.pts = pts
+        f.time_base = tb
+        dur = finfo.duration
+        if dur and finfo.time_base is not None and Fraction(finfo.time_base) != tb:
+            dur = max(1, int(round(dur * Fraction(finfo.time_base) / tb)))
+        if not dur and self._info is not None and self._info.fps:
+            dur = max(1, int(round(1 / Fraction(self._info.fps) / tb)))      # unknown: one frame period
+        if dur:
+            try:
+                f.duration = dur
+            except Exception:  # pragma: no cover
+                pass
+            self._seg_durations[pts] = int(dur)
+        for p in s.encode(f):
+            self._mux(c, p)
+        self._seg_frames += 1
+        self._frames_written += 1
+
+    def _mux(self, c, p):
+        self._seg_packets.append([p.pts, p.dts])
+        c.mux(p)
+
+    def commit(self, frames_done: int, state: Optional[dict] = None):
+        """Close the current segment durably and record it with the engine's state (window boundary)."""
+        if self._seg is not None:
+            c, s, tmp, name, first = self._seg
+            for p in s.encode(None):
+                self._mux(c, p)
+            c.close()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            # exact timing of every packet, whatever the segment container rounds (edit lists, ms clocks)
+            tb = self._time_base()
+            side = {"time_base": f"{tb.numerator}/{tb.denominator}",
+                    "packets": [[pt, dt, self._seg_durations.get(pt)] for pt, dt in self._seg_packets]}
+            _atomic_write(os.path.join(self.partial, name + ".json"), json.dumps(side).encode())
+            os.replace(tmp, os.path.join(self.partial, name))
+            self._state["segments"].append({"file": name, "first": first, "frames": self._seg_frames})
+            self._seg = None
+        _commit_state(self, frames_done, state)
+
+    def abort(self, exc=None):
+        if self._seg is not None:
+            c = self._seg[0]
+            try:
+                c.close()
+            except Exception:
+                pass
+            self._seg = None
+        _abort_partial(self)
+
+    # -- final assembly ------------------------------------------------------------------------------------
+    def finish(self) -> str:
+        """Remux the segments (+ the source's audio/subtitles) into the target, atomically."""
+        av = _av()
+        if self._seg is not None:
+            self.commit(self._state["frames_done"] + self._seg_frames)
+        segs = self._state["segments"]
+        if not segs:
+            raise VsrOutputError("no frames were written")
+        tmp = os.path.join(self.partial, "assembled" + os.path.splitext(self.path)[1])
+        src = out = first = None
+        try:
+            copied = []
+            if self.copy_streams and self.audio_from:
+                src = _open_input(self.audio_from)
+                copied = _copyable_streams(src)
+            opts = {}
+            if self.format in _MP4_FAMILY:
+                if self.faststart:
+                    opts["movflags"] = "+faststart"
+                # edit lists (start offsets, audio priming) in a clock that holds every stream's ticks exactly,
+                # instead of the default milliseconds
+                den = self._time_base().denominator
+                for st in copied:
+                    if st.time_base:
+                        den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
+                if den <= 2 ** 31 - 1:
+                    opts["movie_timescale"] = str(den)
+            out = av.open(tmp, "w", format=self.format, container_options=opts)
+            first = av.open(os.path.join(self.partial, segs[0]["file"]))
+            vt = first.streams.video[0]
+            ov = out.add_stream_from_template(vt)
+            rot = self._info.rotation if self._info is not None else 0
+            if rot:
+                ov.set_display_rotation(rot)
+            pairs = []
+            for st in copied:
+                o = out.add_stream_from_template(st)
+                try:
+                    o.metadata.update(st.metadata)
+                    o.disposition = st.disposition
+                except Exception:  # pragma: no cover
+                    pass
+                pairs.append((st, o))
+            first.close()
+            first = None
+            self._mux_all(out, ov, segs, src, pairs)
+            out.close()
+            out = None
+        except BaseException:
+            if out is not None:
+                try:
+                    out.close()
+                except Exception:
+                    pass
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        finally:
+            for c in (src, first):
+                if c is not None:
+                    c.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if os.path.lexists(self.path) and os.path.isdir(self.path):  # pragma: no cover - checked earlier
+            raise VsrOutputError(f"output {self.path} became a folder")
+        os.replace(tmp, self.path)
+        _fsync_dir(os.path.dirname(self.path))
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return self.path
+
+    def _mux_all(self, out, ov, segs, src, pairs):
+        """Interleave video packets from the segments with the copied packets by decode time."""
+        av = _av()
+        import heapq
+
+        def video_packets():
+            last_dts = None
+            for seg in segs:
+                path = os.path.join(self.partial, seg["file"])
+                with open(path + ".json") as fh:
+                    side = json.load(fh)
+                tb = Fraction(side["time_base"])
+                rec = side["packets"]
+                k = 0
+                with av.open(path) as c:
+                    vs = c.streams.video[0]
+                    for p in c.demux(vs):
+                        if p.size == 0:
+                            continue
+                        if k >= len(rec):
+                            raise VsrOutputError(f"{path} holds more packets than recorded; pass --force to start over")
+                        pts, dts, dur = rec[k]
+                        k += 1
+                        p.time_base = tb
+                        p.pts, p.dts = pts, dts
+                        if dur:
+                            p.duration = dur
+                        if dts is not None and last_dts is not None and dts <= last_dts:
+                            # segments start with an IDR whose dts can touch the previous segment's last one
+                            p.dts = last_dts + 1
+                            if p.pts is not None and p.pts < p.dts:
+                                p.pts = p.dts
+                        last_dts = p.dts if p.dts is not None else last_dts
+                        yield p
+                if k != len(rec):
+                    raise VsrOutputError(f"{path} is damaged ({k} of {len(rec)} packets); pass --force to start over")
+
+        def copied_packets():
+            if src is None or not pairs:
+                return
+            m = {s.index: o for s, o in pairs}
+            span = self.copy_span
+            try:
+                for p in src.demux([s for s, _ in pairs]):
+                    if p.dts is None and p.pts is None:
+                        continue
+                    o = m.get(p.stream.index)
+                    if o is None:
+                        continue
+                    if span is not None and p.time_base:
+                        t = p.pts if p.pts is not None else p.dts
+                        t0 = float(t * p.time_base)
+                        if t0 >= span[1] or t0 + float((p.duration or 0) * p.time_base) <= span[0]:
+                            continue
+                    yield p, o
+            except av.error.FFmpegError as e:
+                self.copy_warning = f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})"
+
+        def key(p):
+            t = p.dts if p.dts is not None else p.pts
+            return float(t * p.time_base) if (t is not None and p.time_base) else 0.0
+
+        streams = [(("v", p) for p in video_packets()), (("c", q) for q in copied_packets())]
+        heap = []
+        for n, it in enumerate(streams):
+            for item in it:
+                heapq.heappush(heap, (key(item[1] if item[0] == "v" else item[1][0]), n, item, it))
+                break
+        seq = 0
+        while heap:
+            _, n, item, it = heapq.heappop(heap)
+            kind, obj = item
+            if kind == "v":
+                obj.stream = ov
+                out.mux(obj)
+            else:
+                p, o = obj
+                p.stream = o
+                out.mux(p)
+            seq += 1
+            for nxt in it:
+                heapq.heappush(heap, (key(nxt[1] if nxt[0] == "v" else nxt[1][0]), n, nxt, it))
+                break
+
+
+def _copyable_streams(src) -> list:
+    return [s for s in src.streams if s.type in ("audio", "subtitle")]
+
+
+def _guess_format(path: str) -> str:
+    av = _av()
+    ext = os.path.splitext(path)[1].lower()
+    known = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
+             ".ts": "mpegts", ".mts": "mpegts", ".m2ts": "mpegts", ".nut": "nut", ".flv": "flv", ".mpg": "mpeg",
+             ".mpeg": "mpeg", ".ogv": "ogg", ".3gp": "3gp", ".y4m": "yuv4mpegpipe", ".gif": "gif"}
+    if ext in known:
+        return known[ext]
+    import io as _io
+    try:
+        c = av.open(_io.BytesIO(), "w", format=ext.lstrip(".") or None)
+        name = c.format.name.split(",")[0]
+        c.close()
+        return name
+    except Exception:
+        raise VsrOutputError(f"cannot tell the container format from {os.path.basename(path)!r}; use an extension "
+                             "like .mp4 or .mkv (or a folder name for PNG frames)") from None
