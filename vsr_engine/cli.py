@@ -142,7 +142,7 @@ def cmd_upscale(args) -> int:
     info = src.info
     src.close()
     if not is_folder and info.kind == "video":
-        check_stream_copy(inp, check_video_options(outp, args.codec, args.pix_fmt))
+        check_stream_copy(inp, check_video_options(outp, args.codec, args.pix_fmt), args.codec)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if args.threads:
@@ -160,10 +160,11 @@ def cmd_upscale(args) -> int:
         extra["scale"] = args.scale
     if not is_folder and info.width and info.height:
         from .ops.meta_upscale import meta_out_size
+        from .io.encode import default_pix_fmt
         from .video import check_output_size
         r = args.scale if args.scale is not None else 4.0
         oh, ow = meta_out_size(info.height, info.width, r)
-        check_output_size(args.pix_fmt, ow, oh)
+        check_output_size(args.pix_fmt or default_pix_fmt(args.codec, info.bit_depth), ow, oh)
     engine = Engine(model, weights=args.weights, device=device, dtype=dtype, window=args.window,
                     overlap=args.overlap, variant=args.variant, **extra)
     if not args.quiet:
@@ -172,6 +173,11 @@ def cmd_upscale(args) -> int:
         _eprint(f"model: {engine.model_name}" + (f" ({args.variant})" if args.variant else "")
                 + (f", weights {w}" if w else "") + f"; {device}, {str(dtype).replace('torch.', '')}, window "
                 f"{engine.window}, overlap {engine.overlap}")
+    if not is_folder and info.hdr:
+        from .io.encode import hdr_encoder_options
+        hdr_warn = hdr_encoder_options(args.codec, info.hdr)[1]
+        if hdr_warn:
+            _eprint(f"{PROG}: warning: {hdr_warn}")
     prog = _Progress(quiet=args.quiet)
     try:
         summary = engine.run(inp, outp, resume=args.resume, force=args.force, fps=args.fps, progress=prog,
@@ -218,7 +224,9 @@ def _add_upscale(sp, common):
     e.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     e.add_argument("--crf", type=float, default=18, help="constant rate factor (default 18)")
     e.add_argument("--preset", default="medium", help="encoder preset (default medium)")
-    e.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default yuv420p; yuv420p10le for 10-bit)")
+    e.add_argument("--pix-fmt", default=None,
+                   help="pixel format (default: the input's bit depth kept -- yuv420p10le for 10-bit and deeper "
+                        "input, yuv420p otherwise; HDR10 metadata is kept with libx264/libx265)")
     e.add_argument("--fps", type=float, default=None, help="frame rate of an image-folder input (default 25)")
     o = p.add_argument_group("output")
     o.add_argument("--force", action="store_true", help="overwrite an existing output (and discard a partial one)")
@@ -431,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _user_errors() as e:
         if debug:
             raise
-        _eprint(f"{PROG}: error: {_one_line(e)}")
+        _eprint(f"{PROG}: error: {_cli_text(_one_line(e))}")
         return EXIT_ERROR
     except MemoryError:
         if debug:
@@ -455,8 +463,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if debug:
             raise
         msg = _one_line(e)
-        if "out of memory" in msg.lower():
-            _eprint(f"{PROG}: error: out of memory ({msg[:120]}); try a smaller --window or --dtype fp16")
+        if _is_out_of_memory(msg):
+            _eprint(f"{PROG}: error: out of memory ({_oom_what(msg)}); try a smaller --window, --dtype fp16 on a "
+                    "GPU, or a smaller input")
+            return EXIT_ERROR
         else:
             _eprint(f"{PROG}: internal error: {type(e).__name__}: {msg} (run with --debug for the traceback)")
         return 1
@@ -466,6 +476,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 signal.signal(signal.SIGTERM, old)
             except (ValueError, OSError):  # pragma: no cover
                 pass
+
+
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "defaultcpuallocator",
+                "failed to allocate", "std::bad_alloc", "outofmemoryerror")
+
+
+def _is_out_of_memory(msg: str) -> bool:
+    """An allocator failure of torch (CPU or CUDA), numpy or C++, whatever its wording."""
+    m = msg.lower()
+    return any(k in m for k in _OOM_MARKERS)
+
+
+def _oom_what(msg: str) -> str:
+    """The useful part of an allocator message: how much it tried to allocate."""
+    import re
+    m = re.search(r"(?:allocate|allocating)\s+([0-9.]+\s*[KMGT]?i?B|[0-9]+ bytes)", msg)
+    return f"could not allocate {m.group(1)}" if m else msg[:100]
+
+
+def _cli_text(msg: str) -> str:
+    """Error text for the command line: name the command's flags only (``--force``), not the API keyword that
+    API errors add beside them (``--force (force=True)`` -> ``--force``)."""
+    import re
+    return re.sub(r"(--[a-z][\w-]*) \(\w+=[^()]*\)", r"\1", msg)
 
 
 def _one_line(e: BaseException) -> str:

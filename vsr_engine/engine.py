@@ -387,7 +387,7 @@ class Engine:
     def run(self, source, sink=None, *, resume: bool = False, force: bool = False, fps=None,
             progress: Optional[Callable[[int, Optional[int], float], None]] = None,
             codec: str = "libx264", crf: Optional[float] = 18, preset: Optional[str] = "medium",
-            pix_fmt: str = "yuv420p", options: Optional[dict] = None, copy_streams: bool = True):
+            pix_fmt: Optional[str] = None, options: Optional[dict] = None, copy_streams: bool = True):
         """Upscale ``source`` (video path, image folder, PyAV input container, or iterable of frames).
 
         Without ``sink``: returns an iterator of output frames (H*s x W*s x 3 uint8 RGB), produced as they are

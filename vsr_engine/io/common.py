@@ -81,6 +81,8 @@ class SourceInfo:
     start_time: Optional[float] = None
     other_streams: List[str] = dataclasses.field(default_factory=list)  # "#1 audio aac", ...
     data: Optional["VideoBytes"] = dataclasses.field(default=None, repr=False)  # an in-memory source's bytes
+    sar: Optional[Fraction] = None              # sample (pixel) aspect ratio when not square (anamorphic input)
+    hdr: Dict[str, object] = dataclasses.field(default_factory=dict)  # HDR10 static metadata (decode.hdr_side_data)
 
     @property
     def has_audio(self) -> bool:
@@ -99,6 +101,10 @@ class SourceInfo:
             parts.append(f"{self.matrix}/{self.color_range}" + (" (guessed)" if self.matrix_guessed else ""))
         if self.rotation:
             parts.append(f"rotation {self.rotation}")
+        if self.sar:
+            parts.append(f"pixel aspect {self.sar.numerator}:{self.sar.denominator} (kept)")
+        if self.hdr:
+            parts.append("HDR10 metadata (kept)")
         if self.other_streams:
             parts.append("+ " + ", ".join(self.other_streams))
         return ", ".join(parts)

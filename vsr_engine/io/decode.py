@@ -50,10 +50,12 @@ def _input_name(src) -> str:
 
 
 class _Damage:
-    """How much of a damaged input was lost."""
+    """How much of a damaged input was lost: decoder errors, frames the decoder concealed, an early end."""
 
     def __init__(self):
         self.decode_errors = 0
+        self.corrupt_frames = 0     # frames the decoder output with concealed errors (AV_FRAME_FLAG_CORRUPT)
+        self.corrupt_packets = 0    # packets the demuxer marked corrupt (e.g. MPEG-TS continuity errors)
         self.demux_error: Optional[str] = None
         self.first_error: Optional[str] = None
 
@@ -113,17 +115,19 @@ class VideoReader:
         av = _av()
         c = self.container
         name = self.path or (self.data.name if self.data is not None else "input")
-        if not c.streams.video:
-            kinds = ", ".join(f"{s.type} {s.codec_context.name if s.codec_context else '?'}" for s in c.streams)
-            raise VsrInputError(f"{name}: no video stream ({'streams: ' + kinds if kinds else 'no streams at all'})")
-        vs = c.streams.video[0]
+        # attached pictures (cover art of an audio file) are not video
+        videos = [s for s in c.streams.video if not _is_attached_pic(s)]
+        if not videos:
+            kinds = ", ".join(f"{s.type} {s.codec_context.name if s.codec_context else '?'}"
+                              + (" (attached picture)" if s.type == "video" else "") for s in c.streams)
+            what = "an audio file with cover art; " if c.streams.video else ""
+            listed = "streams: " + kinds if kinds else "no streams at all"
+            raise VsrInputError(f"{name}: no video stream ({what}{listed})")
+        vs = videos[0]
         self._stopped_early = False
         self._next_pts: Optional[int] = None
-        # attached pictures (cover art) are not video
-        for s in c.streams.video:
-            if not (int(s.disposition) & 0x400):  # AV_DISPOSITION_ATTACHED_PIC
-                vs = s
-                break
+        self._packets = 0
+        self._seen_end: Optional[Fraction] = None     # end time (s) of the last video packet read from the file
         self.stream = vs
         try:
             vs.thread_type = "AUTO"
@@ -142,9 +146,10 @@ class VideoReader:
         if not frames and duration and rate:
             est = int(round(duration * float(rate)))
             frames = est if est > 0 else 0
+        self._declared_end = _declared_end(vs, tb)
         others = []
         for s in c.streams:
-            if s.index == vs.index:
+            if s.index == vs.index or _is_attached_pic(s):
                 continue
             cname = s.codec_context.name if s.codec_context is not None else "?"
             others.append(f"#{s.index} {s.type} {cname}")
@@ -154,7 +159,7 @@ class VideoReader:
             codec=cc.name, pix_fmt=fmt.name if fmt is not None else None,
             bit_depth=_bit_depth(fmt) if fmt is not None else None,
             duration=duration, start_time=float(vs.start_time * tb) if (vs.start_time is not None and tb) else None,
-            other_streams=others, data=self.data)
+            other_streams=others, data=self.data, sar=_sar(vs))
         self._frames = self._decode_iter()
         # first frame: learn size, format, colour tags and rotation before anything is written
         first = None
@@ -186,6 +191,7 @@ class VideoReader:
             info.rotation = int(round(first.rotation or 0))
         except Exception:  # pragma: no cover
             info.rotation = 0
+        info.hdr = hdr_side_data(first)
 
     def _decode_iter(self) -> Iterator[Any]:
         """Decoded frames; damaged packets are skipped and counted; a demux error ends the stream (flushed)."""
@@ -200,12 +206,26 @@ class VideoReader:
             except av.error.FFmpegError as e:
                 self.damage.demux_error = _ffmpeg_msg(e)
                 break
+            if packet.size or packet.pts is not None or packet.dts is not None:   # not the final flush packet
+                self._packets += 1
+                if packet.is_corrupt:
+                    self.damage.corrupt_packets += 1
+                t = packet.pts if packet.pts is not None else packet.dts
+                if t is not None and packet.time_base and not packet.is_discard:
+                    d = packet.duration or 0
+                    if not d and self.info.fps:
+                        d = max(1, int(round(1 / Fraction(self.info.fps) / Fraction(packet.time_base))))
+                    end = (t + d) * Fraction(packet.time_base)
+                    if self._seen_end is None or end > self._seen_end:
+                        self._seen_end = end
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as e:
                 self.damage.note(_ffmpeg_msg(e))
                 continue
             for f in frames:
+                if f.is_corrupt:
+                    self.damage.corrupt_frames += 1
                 yield f
         # flush what the decoder still holds (after a demux error the final empty packet never came)
         if self.damage.demux_error is not None:
@@ -292,29 +312,46 @@ class VideoReader:
         finally:
             self._stop.set()
 
+    def _missing_data(self) -> Optional[str]:
+        """The video data ends before the end its container declares (a cut file), judged by time: the end of
+        the last packet read against the stream's own declared end. Frame counts are not used (VFR, edit lists and
+        empty repeat frames make estimates wrong); no declared end (MPEG-TS, raw streams) means no judgement."""
+        end, seen = self._declared_end, self._seen_end
+        if end is None or seen is None or end <= 0:
+            return None
+        period = 1 / Fraction(self.info.fps) if self.info.fps else Fraction(1, 25)
+        tol = 2 * period + Fraction(1, 50)
+        if seen < end - tol:
+            return f"its video data ends at {float(seen):.3f} s of the {float(end):.3f} s its header declares"
+        return None
+
     @property
     def damaged(self) -> bool:
-        return bool(self.damage.decode_errors or self.damage.demux_error)
+        return self.damage_report() is not None
 
     def damage_report(self) -> Optional[str]:
-        """One line about lost input, or None: decode errors, early end, fewer frames than the header says."""
-        exact = self._header_frames
-        est = self.info.frames
+        """One line about lost input, or None. Judged from what was lost only: decoder errors, frames decoded with
+        concealed errors, a demuxer error, video data that ends before the end the container declares."""
         parts = []
         if self.damage.demux_error:
             parts.append(f"the file ends early ({self.damage.demux_error})")
         if self.damage.decode_errors:
             parts.append(f"{self.damage.decode_errors} damaged packet(s) skipped ({self.damage.first_error})")
+        if self.damage.corrupt_packets:
+            parts.append(f"{self.damage.corrupt_packets} packet(s) marked corrupt by the demuxer")
+        if self.damage.corrupt_frames:
+            parts.append(f"{self.damage.corrupt_frames} frame(s) decoded with errors (concealed by the decoder)")
         finished = self._thread is not None and not self._thread.is_alive() and not self._stopped_early
-        if finished and exact and self.decoded < exact:
-            parts.insert(0, f"decoded {self.decoded} of {exact} frames")
-        elif finished and not exact and est and self.decoded < 0.9 * est - 1:
-            parts.insert(0, f"decoded {self.decoded} of about {est} frames (by the duration in its header)")
-        elif parts:
-            parts.insert(0, f"decoded {self.decoded} frames")
+        count = f"decoded {self.decoded} frames"
+        if finished and not self.damage.demux_error:
+            miss = self._missing_data()
+            if miss:
+                parts.append(miss)
+                if self._header_frames and self.decoded < self._header_frames:   # data is missing: say how much
+                    count = f"decoded {self.decoded} of {self._header_frames} frames"
         if not parts:
             return None
-        return "input is damaged or truncated: " + "; ".join(parts)
+        return f"input is damaged or truncated: {count}; " + "; ".join(parts)
 
     def close(self):
         self._stop.set()
@@ -338,6 +375,71 @@ class VideoReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _is_attached_pic(s) -> bool:
+    try:
+        return bool(int(s.disposition) & 0x400)     # AV_DISPOSITION_ATTACHED_PIC
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _sar(vs) -> Optional[Fraction]:
+    """The stream's sample (pixel) aspect ratio when it is not square, else None."""
+    for obj in (vs, getattr(vs, "codec_context", None)):
+        try:
+            r = obj.sample_aspect_ratio if obj is not None else None
+        except Exception:  # pragma: no cover
+            r = None
+        if r:
+            r = Fraction(r)
+            return None if r == 1 else r
+    return None
+
+
+def _declared_end(vs, tb) -> Optional[Fraction]:
+    """Where the container says the video stream ends (seconds): the stream's duration (after its start), or the
+    Matroska per-track DURATION tag. None when only estimates exist."""
+    if vs.duration and tb:
+        start = vs.start_time if (vs.start_time is not None and vs.start_time > 0) else 0
+        return (start + vs.duration) * Fraction(tb)
+    tag = (vs.metadata or {}).get("DURATION") or (vs.metadata or {}).get("duration")
+    if tag:
+        try:
+            h, m, sec = str(tag).strip().split(":")
+            return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(sec)
+        except ValueError:
+            return None
+    return None
+
+
+_HDR_TYPES = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL")
+
+
+def hdr_side_data(frame) -> dict:
+    """HDR10 static metadata of a decoded frame: ``{"mastering": {r, g, b, wp: (x, y), max_lum, min_lum},
+    "cll": (MaxCLL, MaxFALL)}`` (keys only for what the frame carries)."""
+    import struct
+    out = {}
+    try:
+        items = list(frame.side_data)
+    except Exception:  # pragma: no cover
+        return out
+    for sd in items:
+        kind = str(sd.type).rsplit(".", 1)[-1]
+        if kind not in _HDR_TYPES:
+            continue
+        b = bytes(sd)
+        if kind == "MASTERING_DISPLAY_METADATA" and len(b) >= 88:
+            v = struct.unpack("<22i", b[:88])
+            q = [Fraction(v[2 * i], v[2 * i + 1]) if v[2 * i + 1] else Fraction(0) for i in range(10)]
+            has_prim, has_lum = v[20], v[21]
+            if has_prim and has_lum:
+                out["mastering"] = {"r": (q[0], q[1]), "g": (q[2], q[3]), "b": (q[4], q[5]), "wp": (q[6], q[7]),
+                                    "min_lum": q[8], "max_lum": q[9]}
+        elif kind == "CONTENT_LIGHT_LEVEL" and len(b) >= 8:
+            out["cll"] = struct.unpack("<2I", b[:8])
+    return out
 
 
 def _check_input_file(path: str) -> None:

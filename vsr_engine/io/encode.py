@@ -1,8 +1,9 @@
 """Stage 5, encode: :class:`VideoFileSink` encodes output frames (default H.264 / libx264, yuv420p, CRF 18,
 preset medium) into one committed segment per engine window inside ``OUTPUT.partial/``, then remuxes the
 segments with the source's audio/subtitle streams (packet copy) and renames onto the target only when complete.
-PTS and time base (VFR stays VFR), frame rate, colour tags and rotation are kept. Also the option checks made
-before any work (codec, pixel format, stream copy, output size) and container-format guessing."""
+PTS and time base (VFR stays VFR), frame rate (declared in the final container too), colour tags, rotation, pixel
+aspect ratio, bit depth and HDR10 metadata (mastering display, content light level) are kept. Also the option checks
+made before any work (codec, pixel format, stream copy, output size) and container-format guessing."""
 from __future__ import annotations
 
 import json
@@ -29,27 +30,55 @@ _PRESET_CODECS = {"libx264", "libx264rgb", "libx265", "libsvtav1", "h264_nvenc",
 _MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
 
 
-def check_stream_copy(src_path, fmt_name: str) -> None:
-    """Every audio/subtitle stream of ``src_path`` (a path or :class:`VideoBytes`) must fit a ``fmt_name``
-    container as it is (else say so now)."""
+# containers offered as a way out when the target cannot hold the input's audio/subtitle streams
+_SUGGEST = (("matroska", ".mkv"), ("mp4", ".mp4"), ("mov", ".mov"), ("nut", ".nut"))
+
+
+def _holds(fmt_name: str, streams) -> Optional[Tuple[object, str]]:
+    """None when a ``fmt_name`` container can hold every stream as it is, else (first stream refused, why)."""
     av = _av()
     import io as _io
-    with _open_input(src_path) as src:
-        c = av.open(_io.BytesIO(), "w", format=fmt_name)
-        try:
-            for s in _copyable_streams(src):
-                try:
-                    c.add_stream_from_template(s)
-                except (ValueError, av.error.FFmpegError) as e:
-                    cname = s.codec_context.name if s.codec_context else "?"
-                    raise VsrOutputError(
-                        f"a {fmt_name} file cannot hold the input's {s.type} stream #{s.index} ({cname}) without "
-                        f"re-encoding ({_ffmpeg_msg(e)}); use a .mkv output") from None
-        finally:
+    c = av.open(_io.BytesIO(), "w", format=fmt_name)
+    try:
+        for s in streams:
             try:
-                c.close()
-            except Exception:  # pragma: no cover
-                pass
+                c.add_stream_from_template(s)
+            except (ValueError, av.error.FFmpegError) as e:
+                return s, _ffmpeg_msg(e)
+        return None
+    finally:
+        try:
+            c.close()
+        except Exception:  # pragma: no cover
+            pass
+
+
+def check_stream_copy(src_path, fmt_name: str, video_codec: Optional[str] = None) -> None:
+    """Every audio/subtitle stream of ``src_path`` (a path or :class:`VideoBytes`) must fit a ``fmt_name``
+    container as it is (else say so now, naming the output extensions that would hold them all)."""
+    av = _av()
+    with _open_input(src_path) as src:
+        streams = _copyable_streams(src)
+        bad = _holds(fmt_name, streams)
+        if bad is None:
+            return
+        s, why = bad
+        cname = s.codec_context.name if s.codec_context else "?"
+        ok = []
+        for name, ext in _SUGGEST:
+            if name == fmt_name or _holds(name, streams) is not None:
+                continue
+            if video_codec:
+                try:
+                    check_video_options("x" + ext, video_codec, "yuv420p", name)
+                except VsrOutputError:
+                    continue
+            ok.append(ext)
+        way = (f"use a {' or '.join(ok)} output" if ok else
+               "no common container holds all of them as they are; convert that stream first (e.g. subtitles to "
+               "SubRip) or write PNG frames to a folder")
+        raise VsrOutputError(f"a {fmt_name} file cannot hold the input's {s.type} stream #{s.index} ({cname}) "
+                             f"without re-encoding ({why}); {way}") from None
 
 
 def check_output_size(pix_fmt: str, width: int, height: int) -> None:
@@ -66,11 +95,54 @@ def check_output_size(pix_fmt: str, width: int, height: int) -> None:
                              "(or rgb24 with a codec that takes it), or write PNG frames to a folder")
 
 
-def check_video_options(path: str, codec: str = "libx264", pix_fmt: str = "yuv420p",
+def default_pix_fmt(codec: str = "libx264", bit_depth: Optional[int] = None) -> str:
+    """The output pixel format when none is given: the input's bit depth kept (10-bit in: ``yuv420p10le``; up to
+    8-bit: ``yuv420p``), 4:2:0 for compatibility; the encoder's nearest format when it lacks that one."""
+    av = _av()
+    want = "yuv420p10le" if (bit_depth or 8) > 8 else "yuv420p"
+    try:
+        fmts = [f.name for f in (av.Codec(codec, "w").video_formats or [])]
+    except Exception:
+        return want
+    if not fmts or want in fmts:
+        return want
+    deep = [f for f in fmts if "10" in f or "12" in f or "16" in f] if want != "yuv420p" else []
+    for cand in deep + ["yuv420p", "yuv444p", "rgb24"]:
+        if cand in fmts:
+            return cand
+    return fmts[0]
+
+
+def hdr_encoder_options(codec: str, hdr: dict) -> Tuple[Dict[str, str], Optional[str]]:
+    """Encoder options that write the source's HDR10 static metadata (mastering display, content light level)
+    into the output bitstream (SEI), and a warning when ``codec`` cannot carry it."""
+    if not hdr:
+        return {}, None
+    m, cll = hdr.get("mastering"), hdr.get("cll")
+
+    def xy(p):
+        return f"({int(round(p[0] * 50000))},{int(round(p[1] * 50000))})"
+
+    md = (f"G{xy(m['g'])}B{xy(m['b'])}R{xy(m['r'])}WP{xy(m['wp'])}"
+          f"L({int(round(m['max_lum'] * 10000))},{int(round(m['min_lum'] * 10000))})") if m else None
+    if codec == "libx264":
+        parts = ([f"mastering-display={md}"] if md else []) + ([f"cll={cll[0]},{cll[1]}"] if cll else [])
+        return {"x264-params": ":".join(parts)}, None
+    if codec == "libx265":
+        parts = ["hdr10=1"] + ([f"master-display={md}"] if md else []) + ([f"max-cll={cll[0]},{cll[1]}"] if cll else [])
+        return {"x265-params": ":".join(parts)}, None
+    return {}, f"the input's HDR10 metadata (mastering display, light level) is not written by encoder {codec}; " \
+               "use --codec libx264 or libx265 to keep it"
+
+
+def check_video_options(path: str, codec: str = "libx264", pix_fmt: Optional[str] = "yuv420p",
                         format: Optional[str] = None) -> str:
-    """Check encoder, pixel format and container before any work (no side effects); returns the format name."""
+    """Check encoder, pixel format and container before any work (no side effects); returns the format name.
+    ``pix_fmt`` None: chosen later from the input (:func:`default_pix_fmt`)."""
     av = _av()
     import io as _io
+    if pix_fmt is None:
+        pix_fmt = default_pix_fmt(codec)
     if format:
         try:
             av.open(_io.BytesIO(), "w", format=format).close()
@@ -112,8 +184,9 @@ def check_video_options(path: str, codec: str = "libx264", pix_fmt: str = "yuv42
 class VideoFileSink(_Sink):
     """Encode RGB frames to a video file; keeps timing, colour tags and rotation; copies audio/subtitles.
 
-    ``codec`` (default ``libx264``), ``crf`` (18), ``preset`` (``medium``), ``pix_fmt`` (``yuv420p``; e.g.
-    ``yuv420p10le`` for 10-bit), ``options`` (extra encoder options), ``copy_streams`` (audio/subtitles of
+    ``codec`` (default ``libx264``), ``crf`` (18), ``preset`` (``medium``), ``pix_fmt`` (default: the input's
+    bit depth kept, ``yuv420p`` or ``yuv420p10le``; see :func:`default_pix_fmt`), ``options`` (extra encoder
+    options), ``copy_streams`` (audio/subtitles of
     ``audio_from``, a path or :class:`VideoBytes`, default the source video); ``copy_span`` = (t0, t1) seconds
     copies only the packets that overlap that span (a clip cut from a longer source). ``force`` replaces an
     existing target; ``resume`` continues the partial output of an interrupted run (see the module docstring).
@@ -121,7 +194,7 @@ class VideoFileSink(_Sink):
     resumable = True
 
     def __init__(self, path, *, codec: str = "libx264", crf: Optional[float] = 18, preset: Optional[str] = "medium",
-                 pix_fmt: str = "yuv420p", options: Optional[Dict[str, str]] = None, force: bool = False,
+                 pix_fmt: Optional[str] = None, options: Optional[Dict[str, str]] = None, force: bool = False,
                  resume: bool = False, inputs: Sequence[str] = (), copy_streams: bool = True,
                  audio_from=None, format: Optional[str] = None, settings: Optional[dict] = None,
                  faststart: bool = True, copy_span: Optional[Tuple[float, float]] = None):
@@ -129,7 +202,10 @@ class VideoFileSink(_Sink):
         self.path = check_output_path(os.fspath(path), inputs=inputs, force=force, resume=resume)
         self.force, self.resume = force, resume
         self.partial = partial_dir_for(self.path)
-        self.codec, self.crf, self.preset, self.pix_fmt = codec, crf, preset, pix_fmt
+        self.codec, self.crf, self.preset = codec, crf, preset
+        self.pix_fmt_given = pix_fmt
+        self.pix_fmt = pix_fmt or default_pix_fmt(codec)     # final once the source is known (prepare)
+        self.hdr_warning: Optional[str] = None
         self.extra_options = dict(options or {})
         self.copy_streams = copy_streams
         self.audio_from = audio_from
@@ -160,6 +236,9 @@ class VideoFileSink(_Sink):
         """Before any frame is computed: colour tags for the output, and a check that the source's audio and
         subtitle streams fit the target container as they are."""
         self._info = info
+        if self.pix_fmt_given is None:
+            self.pix_fmt = default_pix_fmt(self.codec, info.bit_depth)
+        self._hdr_opts, self.hdr_warning = hdr_encoder_options(self.codec, info.hdr or {})
         # output colour: the source's matrix/range (tagged explicitly even when the source relied on a guess)
         self.matrix = info.matrix or "bt709"
         self.color_range = info.color_range if (info.matrix and info.color_range) else "limited"
@@ -190,7 +269,7 @@ class VideoFileSink(_Sink):
 
     def _check_copy_streams(self):
         if self.copy_streams and self.audio_from:
-            check_stream_copy(self.audio_from, self.format)
+            check_stream_copy(self.audio_from, self.format, self.codec)
 
     def _time_base(self) -> Fraction:
         info = self._info
@@ -214,6 +293,9 @@ class VideoFileSink(_Sink):
         cc.time_base = tb
         if rate:
             cc.framerate = rate
+        sar = info.sar if info is not None else None
+        if sar:
+            cc.sample_aspect_ratio = Fraction(sar)
         for k, v in self.tags.items():
             try:
                 setattr(cc, k, v)
@@ -226,7 +308,13 @@ class VideoFileSink(_Sink):
                 opts["b"] = "0"
         if self.preset and self.codec in _PRESET_CODECS:
             opts["preset"] = str(self.preset)
-        opts.update({k: str(v) for k, v in self.extra_options.items()})
+        for k, v in getattr(self, "_hdr_opts", {}).items():
+            opts[k] = v
+        for k, v in self.extra_options.items():
+            if k in opts and k.endswith("-params") and opts[k]:
+                opts[k] = f"{opts[k]}:{v}"          # the user's encoder params after the HDR ones
+            else:
+                opts[k] = str(v)
         cc.options = opts
         if info is not None and info.rotation:
             try:
@@ -341,6 +429,13 @@ class VideoFileSink(_Sink):
             first = av.open(os.path.join(self.partial, segs[0]["file"]))
             vt = first.streams.video[0]
             ov = out.add_stream_from_template(vt)
+            info = self._info
+            # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
+            # and the pixel aspect ratio, written into the final container
+            if info is not None and info.fps:
+                ov.codec_context.framerate = Fraction(info.fps)
+            if info is not None and info.sar:
+                ov.codec_context.sample_aspect_ratio = Fraction(info.sar)
             rot = self._info.rotation if self._info is not None else 0
             if rot:
                 ov.set_display_rotation(rot)
@@ -448,7 +543,7 @@ class VideoFileSink(_Sink):
             for item in it:
                 heapq.heappush(heap, (key(item[1] if item[0] == "v" else item[1][0]), n, item, it))
                 break
-        seq = 0
+        seq = dropped = 0
         while heap:
             _, n, item, it = heapq.heappop(heap)
             kind, obj = item
@@ -458,7 +553,13 @@ class VideoFileSink(_Sink):
             else:
                 p, o = obj
                 p.stream = o
-                out.mux(p)
+                try:
+                    out.mux(p)
+                except av.error.FFmpegError as e:
+                    # a damaged input's audio/subtitle packet the muxer refuses (bad timestamps): dropped, counted
+                    dropped += 1
+                    self.copy_warning = (f"copying audio/subtitles: {dropped} damaged packet(s) of the input "
+                                         f"dropped ({_ffmpeg_msg(e)})")
             seq += 1
             for nxt in it:
                 heapq.heappush(heap, (key(nxt[1] if nxt[0] == "v" else nxt[1][0]), n, nxt, it))
