@@ -491,8 +491,11 @@ def _is_out_of_memory(msg: str) -> bool:
 def _oom_what(msg: str) -> str:
     """The useful part of an allocator message: how much it tried to allocate."""
     import re
-    m = re.search(r"(?:allocate|allocating)\s+([0-9.]+\s*[KMGT]?i?B|[0-9]+ bytes)", msg)
-    return f"could not allocate {m.group(1)}" if m else msg[:100]
+    m = re.search(r"(?:allocate|allocating)\s+([0-9.]+\s*[KMGT]?i?B|([0-9]+) bytes)", msg)
+    if not m:
+        return msg[:100]
+    size = f"{int(m.group(2)) / 2 ** 30:.1f} GiB" if m.group(2) else m.group(1)
+    return f"could not allocate {size}"
 
 
 def _cli_text(msg: str) -> str:

@@ -147,6 +147,7 @@ class VideoReader:
             est = int(round(duration * float(rate)))
             frames = est if est > 0 else 0
         self._declared_end = _declared_end(vs, tb)
+        self._format_name = getattr(getattr(c, "format", None), "name", "") or ""
         others = []
         for s in c.streams:
             if s.index == vs.index or _is_attached_pic(s):
@@ -320,7 +321,10 @@ class VideoReader:
         if end is None or seen is None or end <= 0:
             return None
         period = 1 / Fraction(self.info.fps) if self.info.fps else Fraction(1, 25)
-        tol = 2 * period + Fraction(1, 50)
+        # Matroska / MP4 declare the exact end of the last frame: one frame of slack. AVI counts frame slots, and
+        # trailing empty 'repeat' frames hold no data: two frames of slack there
+        fmt = self._format_name
+        tol = (2 * period + Fraction(1, 50)) if "avi" in fmt else (period + Fraction(1, 1000))
         if seen < end - tol:
             return f"its video data ends at {float(seen):.3f} s of the {float(end):.3f} s its header declares"
         return None
