@@ -36,13 +36,14 @@ LOWP = ("fp16", "bf16", "__half", "__nv_bfloat16")
 
 
 # ---------------------------------------------------------------------------------------------------- triton
-def triton_rows(archs) -> List[dict]:
+def triton_rows(archs, dtypes=("fp32", "fp16", "bf16", "fp64")) -> List[dict]:
     """Runs scripts/aot_triton.py in a subprocess without TRITON_INTERPRET (the test suite sets it)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     code = ("import json, sys; sys.path.insert(0, %r); import aot_triton as a; "
-            "print('@@ROWS@@' + json.dumps(a.compile_all(%r)))" % (os.path.join(ROOT, "scripts"), tuple(archs)))
+            "print('@@ROWS@@' + json.dumps(a.compile_all(%r, %r)))" % (os.path.join(ROOT, "scripts"), tuple(archs),
+                                                                        tuple(dtypes)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
     if res.returncode != 0 or "@@ROWS@@" not in res.stdout:
         return [{"source": "triton", "module": "*", "kernel": "*", "error": "triton AOT run failed: "
@@ -52,7 +53,8 @@ def triton_rows(archs) -> List[dict]:
 
 # ---------------------------------------------------------------------------------------------------- ptxas -v
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\w+)'")
-_NUMS = {"regs": r"Used (\d+) registers", "spill_st": r"(\d+) bytes spill stores", "spill_ld": r"(\d+) bytes spill loads",
+_NUMS = {"regs": r"Used (\d+) registers", "spill_st": r"(\d+) bytes spill stores",
+         "spill_ld": r"(\d+) bytes spill loads",
          "stack": r"(\d+) bytes stack frame", "smem": r"(\d+) bytes smem"}
 
 
@@ -197,6 +199,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "kernels_sm90.csv"))
     ap.add_argument("--arch", type=int, action="append", help="compute capability, e.g. 90 (default: 90 and 80)")
+    ap.add_argument("--triton-dtypes", default="fp32,fp16,bf16,fp64", help="data dtypes of the triton launches")
     ap.add_argument("--no-triton", action="store_true")
     ap.add_argument("--no-nvrtc", action="store_true")
     ap.add_argument("--no-nvcc", action="store_true")
@@ -206,7 +209,11 @@ def main(argv=None) -> int:
     if bad_arch:
         ap.error(f"--arch {bad_arch[0]}: only {sorted(SMEM_LIMIT)} have a shared-memory limit in this table")
     rows, times = [], {}
-    for name, fn, off in (("triton", triton_rows, a.no_triton), ("nvrtc", nvrtc_rows, a.no_nvrtc),
+    tdt = tuple(d.strip() for d in a.triton_dtypes.split(",") if d.strip())
+    if not set(tdt) <= {"fp32", "fp16", "bf16", "fp64"}:
+        ap.error(f"--triton-dtypes {a.triton_dtypes}: choose from fp32, fp16, bf16, fp64")
+    for name, fn, off in (("triton", lambda ar: triton_rows(ar, tdt), a.no_triton),
+                          ("nvrtc", nvrtc_rows, a.no_nvrtc),
                           ("nvcc", nvcc_rows, a.no_nvcc)):
         if off:
             continue
@@ -223,7 +230,7 @@ def main(argv=None) -> int:
     sp = [r for r in rows if not r.get("error") and int(r.get("spill_st", 0) or 0) > 0]
     print(f"fp32/fp64 rows with spills (allowed, listed): {len(sp)}")
     for b in bad:
-        print("FAIL " + b, file=sys.stderr)
+        print("FAIL " + b, file=sys.stderr)  # noqa: T201
     return 1 if bad else 0
 
 

@@ -216,9 +216,10 @@ def compile_one(r: dict, cc: int) -> dict:
     return row
 
 
-def compile_all(archs=(90, 80)) -> List[dict]:
+def compile_all(archs=(90, 80), dtypes=("fp32", "fp16", "bf16", "fp64")) -> List[dict]:
+    by_name = {v: k for k, v in DTYPES.items()}
     rows = []
-    for r in launches():
+    for r in launches(tuple(by_name[d] for d in dtypes)):
         for cc in archs:
             rows.append(compile_one(r, cc))
     return rows
