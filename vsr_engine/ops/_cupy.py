@@ -119,9 +119,16 @@ def nvrtc_compile(mod: str, names: List[str], arch: str, ptxas_verbose: bool = F
 
 # ---------------------------------------------------------------------------------------------------- runtime
 def usable(device_type: str) -> Tuple[bool, str]:
-    """Whether the cupy backend can run on a tensor of ``device_type`` (never compiles anything)."""
+    """Whether the cupy backend can run on a tensor of ``device_type`` (never compiles anything; the answer for
+    CUDA tensors is worked out once per process: this is on every op call's path)."""
     if device_type != "cuda":
         return False, f"the cupy backend needs CUDA tensors (got {device_type})"
+    if "usable" not in _state:
+        _state["usable"] = _usable()
+    return _state["usable"]
+
+
+def _usable() -> Tuple[bool, str]:
     try:
         import cupy
     except Exception as e:
@@ -131,11 +138,18 @@ def usable(device_type: str) -> Tuple[bool, str]:
         return False, why
     if not torch.cuda.is_available():
         return False, f"no CUDA device (cupy {cupy.__version__} and {why} are ready: csrc/ compiles at first use)"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
+    try:  # probe: NVRTC-compile csrc/runtime.cu's empty kernel (cached on disk) and launch it once
+        import numpy as np
+        dev = torch.cuda.current_device()
+        with cupy.cuda.Device(dev):
+            m = cupy.RawModule(code=source("runtime"), options=tuple(options()), backend="nvrtc",
+                               name_expressions=["probe_kernel"])
+            m.get_function("probe_kernel")((1,), (1,), (np.uint64(0),))
+            cupy.cuda.runtime.deviceSynchronize()
     except Exception as e:
-        return False, f"cupy cannot see the GPU ({type(e).__name__}: {str(e)[:120]})"
-    return n > 0, f"cupy {cupy.__version__}, {why}, {n} device(s)"
+        return False, f"cupy {cupy.__version__} cannot compile or launch here ({type(e).__name__}: " \
+                      f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})"
+    return True, f"cupy {cupy.__version__}, {why}"
 
 
 def _module(mod: str, device: int):
