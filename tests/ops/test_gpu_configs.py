@@ -11,7 +11,7 @@ import test_flow_warp as tfw
 import test_meta_upscale as tmu
 import test_pixel_shuffle as tps
 from op_testing import check_against_ref, forced, needs_interpret
-from vsr_engine.ops import (_util, clean_step, clean_step_ref, dwpw_conv2d_ref, flow_warp, meta_upscale,
+from vsr_engine.ops import (_util, clean_step, clean_step_ref, flow_warp, meta_upscale,
                             meta_upscale_ref, pixel_shuffle_lrelu, pixel_shuffle_lrelu_ref)
 
 pytestmark = needs_interpret
