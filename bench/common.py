@@ -71,7 +71,7 @@ class Row:
 def parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--dtype", default="fp16", choices=sorted(DTYPES), help="feature dtype (default fp16)")
-    ap.add_argument("--impls", default="eager,compile,triton,cuda", help="comma list of implementations")
+    ap.add_argument("--impls", default="eager,compile,triton,cuda,cupy", help="comma list of implementations")
     ap.add_argument("--backward", action="store_true", help="also time forward+backward")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
@@ -165,7 +165,7 @@ def available_impls(wanted: Sequence[str], op: str, device: torch.device) -> Lis
     out = []
     info = ops.backend_info()[op]
     for name in wanted:
-        if name in ("triton", "cuda"):
+        if name in ("triton", "cuda", "cupy"):
             live = info[name]["live"] if device.type == "cuda" else (name == "triton" and ops._backend.INTERPRET)
             if not live:
                 print(f"  [{op}] {name}: not live here ({info[name]['why']})", file=sys.stderr)

@@ -45,6 +45,8 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(const T* __restrict__ gra
 
 }  // namespace
 
+#if VSR_HOST
+
 extern "C" int vsr_clean_step_fwd(const void* x, const void* r, void* out, double* partials, int64_t numel,
                                   int nblocks, int dtype, int device, void* stream) {
   VSR_TRY(vsr::prologue(device));
@@ -76,3 +78,4 @@ extern "C" int vsr_clean_step_bwd(const void* grad, const void* r, const void* g
   });
   return vsr::epilogue();
 }
+#endif  // VSR_HOST

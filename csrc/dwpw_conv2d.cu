@@ -166,6 +166,11 @@ __global__ void __launch_bounds__(kWThreads) dw_bwd_w_kernel(const typename vsr:
   }
 }
 
+}  // namespace
+
+#if VSR_HOST
+namespace {
+
 unsigned grid_stride_blocks(int64_t total) {
   return static_cast<unsigned>(vsr::vmax<int64_t>(1, vsr::vmin<int64_t>(vsr::cdiv(total, kThreads), 65535)));
 }
@@ -235,3 +240,4 @@ extern "C" int vsr_dw_bwd(const void* gy, const void* x, const void* dw_w, void*
   });
   return vsr::epilogue();
 }
+#endif  // VSR_HOST

@@ -131,6 +131,11 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(const T* __restrict__ x, 
   }
 }
 
+}  // namespace
+
+#if VSR_HOST
+namespace {
+
 template <typename T, typename F>
 int fwd(const void* x, const void* flow, void* out, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sfn,
         int64_t sfh, int64_t sfw, int64_t sfc, int border, int align, void* stream) {
@@ -178,3 +183,4 @@ extern "C" int vsr_flow_warp_bwd(const void* x, const void* flow, const void* gr
       return bwd<T, F>(x, flow, grad, gx, gflow, N, C, H, W, sfn, sfh, sfw, sfc, border, align, stream)));
   return 0;
 }
+#endif  // VSR_HOST

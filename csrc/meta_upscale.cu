@@ -30,6 +30,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* __restrict__ fea
   for (int o0 = 0; o0 < O; o0 += kOChunk) {
     const int on = O - o0 < kOChunk ? O - o0 : kOChunk;
     A acc[kOChunk];
+#pragma unroll
     for (int q = 0; q < kOChunk; ++q) acc[q] = static_cast<A>(0);
     for (int64_t c = 0; c < C; ++c) {
       for (int t = 0; t < k * k; ++t) {
@@ -37,10 +38,14 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* __restrict__ fea
         if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
         const A f = vsr::ld<A>(fn + (c * H + hh) * W + ww);
         const int64_t kk = c * k * k + t;
-        for (int q = 0; q < on; ++q) acc[q] += wp[(o0 + q) * KT + kk] * f;
+#pragma unroll
+        for (int q = 0; q < kOChunk; ++q)  // constant trip count: acc stays in registers
+          if (q < on) acc[q] += wp[(o0 + q) * KT + kk] * f;
       }
     }
-    for (int q = 0; q < on; ++q) out[((n * O + o0 + q) * OH + i) * OW + j] = vsr::cvt<T>(acc[q]);
+#pragma unroll
+    for (int q = 0; q < kOChunk; ++q)
+      if (q < on) out[((n * O + o0 + q) * OH + i) * OW + j] = vsr::cvt<T>(acc[q]);
   }
 }
 
@@ -116,6 +121,8 @@ __global__ void __launch_bounds__(kThreads) bwd_wt_kernel(const T* __restrict__ 
 
 }  // namespace
 
+#if VSR_HOST
+
 extern "C" int vsr_meta_upscale_fwd(const void* feat, const void* wt, const int32_t* idx_h, const int32_t* cls_h,
                                     const int32_t* idx_w, const int32_t* cls_w, void* out, int64_t N, int64_t C,
                                     int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t DW, int O, int k,
@@ -161,3 +168,4 @@ extern "C" int vsr_meta_upscale_bwd(const void* grad, const void* feat, const vo
   });
   return vsr::epilogue();
 }
+#endif  // VSR_HOST

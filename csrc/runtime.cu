@@ -7,6 +7,8 @@ __global__ void probe_kernel(int* flag) {
 }
 }  // namespace
 
+#if VSR_HOST
+
 extern "C" const char* vsr_error_string(int code) {
   if (code == VSR_ERR_DTYPE) return "vsr_engine CUDA kernels: unsupported dtype";
   if (code == VSR_ERR_ARG) return "vsr_engine CUDA kernels: invalid argument (size out of range)";
@@ -28,3 +30,4 @@ extern "C" int vsr_probe(int device) {
   return static_cast<int>(cudaDeviceSynchronize());
 #endif
 }
+#endif  // VSR_HOST

@@ -5,10 +5,29 @@
 // indexing against the references on a machine without a GPU. Kernels therefore use only what the emulator
 // provides: blockIdx/threadIdx/blockDim/gridDim, __syncthreads, atomicAdd, static and dynamic shared memory
 // (no warp shuffles), and every thread reaches every __syncthreads (no early return before a barrier).
+//
+// A third build: NVRTC (the ``cupy`` backend, vsr_engine/ops/_cupy.py, and the AOT check scripts/aot_kernels.py)
+// compiles only the kernels. It defines __CUDACC_RTC__; every csrc/<op>.cu keeps its host launchers inside
+// ``#if VSR_HOST`` and the cupy backend launches the kernels with the same grids from Python.
 #pragma once
+#if defined(__CUDACC_RTC__)
+#define VSR_HOST 0
+typedef long long int64_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#else
+#define VSR_HOST 1
 #include <stdint.h>
+#endif
 
-#ifdef VSR_EMULATE
+#if defined(__CUDACC_RTC__)
+#define VSR_DYN_SMEM(type, name)                              \
+  extern __shared__ __align__(16) unsigned char name##_raw[]; \
+  type* name = reinterpret_cast<type*>(name##_raw)
+#elif defined(VSR_EMULATE)
 #include "vsr_emulate.h"
 #else
 #include <cuda_runtime.h>
@@ -21,7 +40,9 @@
   type* name = reinterpret_cast<type*>(name##_raw)
 #endif
 
+#if VSR_HOST
 #include "vsr_kernels.h"
+#endif
 
 namespace vsr {
 
@@ -44,9 +65,12 @@ __host__ __device__ __forceinline__ double vfloor(double v) { return floor(v); }
 template <typename A> __host__ __device__ __forceinline__ A vmin(A a, A b) { return a < b ? a : b; }
 template <typename A> __host__ __device__ __forceinline__ A vmax(A a, A b) { return a > b ? a : b; }
 
+#if VSR_HOST
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+#endif
 
-#ifdef VSR_EMULATE
+#if !VSR_HOST
+#elif defined(VSR_EMULATE)
 inline int prologue(int) { return 0; }
 inline int epilogue() { return 0; }
 #else

@@ -12,6 +12,17 @@ from vsr_engine.ops import _build, _cuda  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_tf32():
+    """fp32 references (F.conv2d, matmul) in full fp32 on a GPU: cuDNN's default TF32 would make the fp32 kernel
+    comparisons fail for the wrong reason."""
+    import torch
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 @pytest.fixture(scope="session")
 def cuda_emu_module():
     """csrc/ compiled with -DVSR_EMULATE into an extension with vsr_engine._C's API that runs on CPU tensors.

@@ -31,6 +31,19 @@ def gpu(f):
     return pytest.mark.gpu(pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")(f))
 
 
+def gpu_backends(*names: str):
+    """pytest params for the GPU tests: ``cuda`` / ``cupy`` are skipped, with the reason, where that backend is not
+    live on this machine (no nvcc for the JIT build; cupy or NVRTC missing). Checked only when CUDA exists."""
+    params = []
+    for n in names:
+        marks = []
+        if HAS_CUDA and n in ("cuda", "cupy"):
+            ok, why = (_backend.cuda_usable if n == "cuda" else _backend.cupy_usable)("cuda")
+            marks = [pytest.mark.skip(reason=f"{n} backend not live: {why}")] if not ok else []
+        params.append(pytest.param(n, marks=marks, id=n))
+    return params
+
+
 def impl_params(*names: str):
     """pytest params for the implementations that can run on this machine's CPU."""
     marks = {"triton": [needs_interpret], "torch_op": [], "cuda_emu": []}

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from op_testing import activate, check_against_ref, compile_check, forced, gpu, impl_params, needs_interpret
+from op_testing import (activate, check_against_ref, compile_check, forced, gpu,
+                        gpu_backends, impl_params, needs_interpret)
 from vsr_engine.ops import clean_step, clean_step_ref
 from vsr_engine.ops.clean_step import _clean_step_bwd_op, _clean_step_op
 
@@ -78,7 +79,7 @@ def test_compile_fullgraph_with_backward(backend):
 
 # ---- GPU (skipped without CUDA) ----------------------------------------------------------------------------
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES + [(15, 3, 180, 320), (15, 3, 540, 960)], ids=str)
 def test_gpu_matches_reference(backend, dtype, shape):
@@ -87,7 +88,7 @@ def test_gpu_matches_reference(backend, dtype, shape):
 
 
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 def test_gpu_gradcheck_opcheck_and_no_sync(backend):
     x, r = inputs((1, 2, 3, 4), seed=2, device="cuda")
     x, r = x.double().requires_grad_(), r.double().requires_grad_()

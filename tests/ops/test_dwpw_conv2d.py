@@ -3,7 +3,8 @@ reference conv2d(conv2d(x, dw, groups=C), pw); backward for the input, both weig
 import pytest
 import torch
 
-from op_testing import activate, check_against_ref, compile_check, forced, gpu, impl_params, needs_interpret
+from op_testing import (activate, check_against_ref, compile_check, forced, gpu,
+                        gpu_backends, impl_params, needs_interpret)
 from vsr_engine.ops import dwpw_conv2d, dwpw_conv2d_ref
 from vsr_engine.ops.dwpw_conv2d import ACTS, _dwpw_bwd_op, _dwpw_op
 
@@ -88,7 +89,7 @@ def test_compile_fullgraph_with_backward(backend):
 
 # ---- GPU (skipped without CUDA) ----------------------------------------------------------------------------
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES + [(1, 64, 64, 180, 320), (1, 512, 64, 60, 80)], ids=str)
 def test_gpu_matches_reference(backend, dtype, shape):
@@ -100,7 +101,7 @@ def test_gpu_matches_reference(backend, dtype, shape):
 
 
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 def test_gpu_gradcheck_and_opcheck(backend):
     args = [a.double().requires_grad_() for a in inputs(1, 2, 3, 3, 4, seed=4, device="cuda")]
     assert torch.autograd.gradcheck(lambda *a: _dwpw_op(*a, 2, backend), args)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import (activate, check_against_ref, compile_check, forced, gpu, impl_params,
+from op_testing import (activate, check_against_ref, compile_check, forced, gpu, gpu_backends, impl_params,
                         needs_interpret)
 from vsr_engine.ops import flow_warp, flow_warp_ref
 from vsr_engine.ops.flow_warp import _flow_warp_bwd_op, _flow_warp_op
@@ -120,7 +120,7 @@ def test_compile_fullgraph_with_backward(backend):
 
 # ---- GPU (skipped without CUDA): triton and cuda kernels, fp32 / fp16 / bf16, real sizes ----------------------
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("pm", ["zeros", "border"])
 @pytest.mark.parametrize("shape", [(1, 2, 7, 9), (1, 64, 11, 13), (2, 64, 180, 320)], ids=str)
@@ -131,7 +131,7 @@ def test_gpu_matches_reference(backend, dtype, pm, shape):
 
 
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 def test_gpu_gradcheck_and_opcheck(backend):
     x, flow = inputs(1, 2, 4, 5, scale=1.3, seed=5, device="cuda")
     x, flow = x.double().requires_grad_(), flow.double().requires_grad_()

@@ -3,7 +3,7 @@ reference (MLP per output pixel, unfold, dot), forward and backward for the feat
 import pytest
 import torch
 
-from op_testing import activate, check_against_ref, compile_check, gpu, impl_params, needs_interpret
+from op_testing import activate, check_against_ref, compile_check, gpu, gpu_backends, impl_params, needs_interpret
 from vsr_engine.ops import meta_upscale, meta_upscale_ref, use_backend
 from vsr_engine.ops.meta_upscale import _meta_bwd_op, _meta_op, _tables, meta_out_size
 
@@ -108,7 +108,7 @@ def test_compile_fullgraph_with_backward(backend):
 
 # ---- GPU (skipped without CUDA) ----------------------------------------------------------------------------
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("case", CASES + [(1, 64, 50, 50, 2.3, 3, 3), (1, 64, 45, 80, 4.0, 3, 3)], ids=str)
 def test_gpu_matches_reference(backend, dtype, case):
@@ -123,7 +123,7 @@ def test_gpu_matches_reference(backend, dtype, case):
 
 
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 def test_gpu_gradcheck_and_opcheck(backend):
     args = [a.double().requires_grad_() for a in inputs(1, 1, 2, 3, o=2, hidden=4, seed=1, device="cuda")]
     assert torch.autograd.gradcheck(lambda *a: _meta_op(a[0], 1.5, *a[1:], 2, 3, backend), args)

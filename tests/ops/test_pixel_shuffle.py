@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import activate, check_against_ref, compile_check, forced, gpu, impl_params, needs_interpret
+from op_testing import (activate, check_against_ref, compile_check, forced, gpu,
+                        gpu_backends, impl_params, needs_interpret)
 from vsr_engine.ops import pixel_shuffle, pixel_shuffle_lrelu, pixel_shuffle_lrelu_ref, pixel_shuffle_ref
 from vsr_engine.ops.pixel_shuffle import _pixel_shuffle_bwd_op, _pixel_shuffle_op
 
@@ -88,7 +89,7 @@ def test_compile_fullgraph_with_backward(backend):
 
 # ---- GPU (skipped without CUDA) ----------------------------------------------------------------------------
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES + [(1, 64, 2, 180, 320), (1, 64, 2, 360, 640)], ids=str)
 def test_gpu_matches_reference(backend, dtype, shape):
@@ -101,7 +102,7 @@ def test_gpu_matches_reference(backend, dtype, shape):
 
 
 @gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
 def test_gpu_gradcheck_and_opcheck(backend):
     x, b = inputs(1, 2, 2, 2, 3, seed=3, device="cuda")
     x, b = x.double().requires_grad_(), b.double().requires_grad_()

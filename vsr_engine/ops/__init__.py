@@ -2,7 +2,8 @@
 the CUDA binding (kernels in ``csrc/<op>.cu``) and the ``torch.library.custom_op`` registration
 (``vsr_engine::<op>`` and ``vsr_engine::<op>_backward``).
 
-Backends ``"cuda"``, ``"triton"``, ``"torch"``: chosen per call from the tensor's device (see ``_backend``);
+Backends ``"cuda"``, ``"cupy"``, ``"triton"``, ``"torch"``: chosen per call from the tensor's device and the choice
+table (see ``_backend``, ``_choice``);
 force one with ``set_backend(name, op=None)``, ``with use_backend(name): ...`` or ``VSR_ENGINE_BACKEND``;
 ``backend_info()`` says which are live and why the others are not.
 """

@@ -1,16 +1,17 @@
-"""Backend selection for the hot ops: ``"cuda"`` (csrc/ kernels, ``vsr_engine._C``), ``"triton"``, ``"torch"``.
+"""Backend selection for the hot ops: ``"cuda"`` (csrc/ kernels, ``vsr_engine._C``), ``"cupy"`` (the same csrc/
+kernels compiled by NVRTC through CuPy, ``_cupy``), ``"triton"``, ``"torch"``.
 
 Automatic choice, per call, from the tensor's device:
-  1. ``cuda``   if the op has a CUDA kernel, the tensor is on a CUDA device and ``vsr_engine._C`` loaded;
-  2. ``triton`` if triton imports and (the tensor is on CUDA, or ``TRITON_INTERPRET=1`` and it is on the CPU);
-  3. ``torch``  otherwise (the op's ``<op>_ref``: plain PyTorch, autograd through PyTorch).
+  * CUDA tensors: the op's order in the choice table (``_choice``, ``backend_choice.json``: static analysis until
+    GPU rows exist), first backend that is live here; ``torch`` last;
+  * CPU tensors: ``triton`` if ``TRITON_INTERPRET=1`` (the interpreter), else ``torch`` (the op's ``<op>_ref``).
 
 Forcing: ``set_backend(name, op=None)`` (process-wide, or for one op), ``with use_backend(name): ...``, or the
 environment variable ``VSR_ENGINE_BACKEND`` (read at import; ``op=name,op2=name`` pairs are accepted too).
 A forced backend that cannot serve a call raises ``BackendUnavailable`` with the reason instead of silently
 falling back. Under ``torch.compile`` the choice is made once, at trace time: set it before compiling.
 
-Importing this module never needs CUDA, triton or a compiled extension.
+Importing this module never needs CUDA, triton, cupy or a compiled extension.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 
 OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step")
-BACKENDS = ("cuda", "triton", "torch")
+BACKENDS = ("cuda", "cupy", "triton", "torch")
 
 # ----------------------------------------------------------------------------------------------- triton
 try:  # triton is optional; a broken install must not break ``import vsr_engine``
@@ -146,6 +147,22 @@ def cuda_usable(device_type: str, jit: bool = True) -> Tuple[bool, str]:
     return ok, _cuda.reason(load=False)
 
 
+def cupy_usable(device_type: str) -> Tuple[bool, str]:
+    from . import _cupy
+    return _cupy.usable(device_type)
+
+
+_USABLE = {"cuda": cuda_usable, "cupy": cupy_usable, "triton": triton_usable}
+
+
+def auto_order(op: str, device_type: str) -> Tuple[str, ...]:
+    """The order the automatic choice tries for ``op`` (the choice table on CUDA, triton then torch on CPU)."""
+    if device_type == "cuda":
+        from . import _choice
+        return tuple(b for b in _choice.order(op) if b in IMPLEMENTS[op] and b != "torch") + ("torch",)
+    return ("triton", "torch")
+
+
 @torch.compiler.assume_constant_result
 def resolve(op: str, device_type: str) -> str:
     """The backend that runs ``op`` for a tensor on ``device_type``. Constant under torch.compile."""
@@ -153,14 +170,13 @@ def resolve(op: str, device_type: str) -> str:
     if forced is not None:
         if forced == "torch":
             return forced
-        ok, why = (cuda_usable if forced == "cuda" else triton_usable)(device_type)
+        ok, why = _USABLE[forced](device_type)
         if not ok:
             raise BackendUnavailable(f"{op}: backend {forced!r} was forced but cannot run here: {why}")
         return forced
-    if device_type == "cuda" and "cuda" in IMPLEMENTS[op] and cuda_usable("cuda")[0]:
-        return "cuda"
-    if "triton" in IMPLEMENTS[op] and triton_usable(device_type)[0]:
-        return "triton"
+    for b in auto_order(op, device_type):
+        if b == "torch" or _USABLE[b](device_type)[0]:
+            return b
     return "torch"
 
 
@@ -185,6 +201,9 @@ def backend_info() -> dict:
             elif b == "triton":
                 ok, why = triton_usable(dev)
                 row[b] = {"live": ok, "why": why}
+            elif b == "cupy":
+                ok, why = cupy_usable("cuda")
+                row[b] = {"live": ok, "why": why}
             else:
                 if not has_cuda:
                     row[b] = {"live": False, "why": "no CUDA device (torch.cuda.is_available() is False; "
@@ -198,11 +217,13 @@ def backend_info() -> dict:
             row["auto_cpu"] = f"error: {e}"
         if has_cuda:  # what a CUDA tensor gets now (without triggering a JIT build)
             forced = get_backend(op)
-            row["auto_cuda"] = forced or ("cuda" if row["cuda"]["live"] else
-                                          "triton" if row["triton"]["live"] else "torch")
+            row["auto_cuda"] = forced or next(b for b in auto_order(op, "cuda") if b == "torch" or row[b]["live"])
+        row["order_cuda"] = list(auto_order(op, "cuda"))
         row["forced"] = get_backend(op)
         info[op] = row
+    from . import _choice
     info["_env"] = {"triton": TRITON_WHY if TRITON_OK else None, "triton_interpret": INTERPRET,
+                    "choice_basis": _choice.basis(),
                     "cuda_device": torch.cuda.get_device_name(0) if has_cuda else None,
                     "cuda_ext": _cuda.reason(load=False)}
     return info
@@ -216,10 +237,11 @@ def format_backend_info(info: Optional[dict] = None) -> str:
         row = info[op]
         live = [b for b in BACKENDS if row[b]["live"]]
         auto = (f"cuda tensors -> {row['auto_cuda']}, " if "auto_cuda" in row else "") + f"cpu -> {row['auto_cpu']}"
-        lines.append(f"  {op:13s} live: {', '.join(live):20s} auto: {auto}"
+        lines.append(f"  {op:13s} live: {', '.join(live):20s} auto: {auto}; cuda order {'>'.join(row['order_cuda'])}"
                      + (f"  (forced: {row['forced']})" if row["forced"] else ""))
         for b in BACKENDS:
             if not row[b]["live"]:
                 why_not.setdefault(f"{b}: {row[b]['why']}", None)
     lines += [f"  not live -- {w}" for w in why_not]
+    lines.append(f"  automatic order on CUDA tensors: {info['_env'].get('choice_basis', '?')}")
     return "\n".join(lines)

@@ -8,6 +8,8 @@ an old driver or a missing architecture turns the CUDA backend off instead of fa
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import importlib.util
 import os
@@ -121,8 +123,30 @@ def use_emulated(mod: Optional[Any]) -> None:
         _state.update(tried=True, checked=True, lib=mod, why="host-emulated csrc/ kernels (tests)", emulated=True)
 
 
+_route: contextvars.ContextVar = contextvars.ContextVar("vsr_engine_cuda_route", default="cuda")
+
+
+def routed(backend: str, fn):
+    """``fn`` (an op's ``_cuda_*`` function) with its ``call``s sent to ``backend``: "cuda" (this extension) or
+    "cupy" (the same kernels through NVRTC, ``_cupy.call``)."""
+    if backend == "cuda":
+        return fn
+
+    @functools.wraps(fn)
+    def run(*a, **k):
+        tok = _route.set(backend)
+        try:
+            return fn(*a, **k)
+        finally:
+            _route.reset(tok)
+    return run
+
+
 def call(name: str, *args) -> None:
     """Call launcher ``name``: tensors become device pointers (None -> 0); device and stream are appended."""
+    if _route.get() == "cupy":
+        from . import _cupy
+        return _cupy.call(name, *args)
     m = lib()
     if m is None:
         raise RuntimeError(f"CUDA backend not available: {_state['why']}")

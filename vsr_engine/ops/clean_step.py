@@ -120,8 +120,8 @@ def _clean_step_op(x: torch.Tensor, residue: torch.Tensor, backend: str) -> Tupl
     x, residue = x.contiguous(), residue.contiguous()
     if backend == "triton":
         return _triton_fwd(x, residue)
-    if backend == "cuda":
-        return _cuda_fwd(x, residue)
+    if backend in ("cuda", "cupy"):
+        return _cuda.routed(backend, _cuda_fwd)(x, residue)
     return clean_step_ref(x, residue)
 
 
@@ -135,7 +135,8 @@ def _clean_step_bwd_op(g_out: torch.Tensor, g_mean: torch.Tensor, residue: torch
                        backend: str) -> torch.Tensor:
     """d/dresidue (d/dx is g_out itself)."""
     g_out, residue = g_out.contiguous(), residue.contiguous()
-    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd}.get(backend, _torch_bwd)
+    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd,
+          "cupy": _cuda.routed("cupy", _cuda_bwd)}.get(backend, _torch_bwd)
     return fn(g_out, g_mean, residue)
 
 

@@ -226,11 +226,15 @@ def _dot_mode(dtype: torch.dtype) -> int:
     return 2
 
 
-def _fwd_blocks(c: int, o: int, hw: int) -> Tuple[int, int, int]:
-    bc = max(16, min(next_pow2(c), 32))
-    bo = max(16, min(next_pow2(o), 64 if not INTERPRET else 128))
-    # the interpreter runs one numpy op per tensor op: few, large programs
-    return bc, bo, (64 if not INTERPRET else min(1024, max(16, next_pow2(hw))))
+def _fwd_blocks(c: int, o: int, hw: int, dtype: torch.dtype = torch.float16) -> Tuple[int, int, int, int]:
+    """(BLOCK_C, BLOCK_O, BLOCK_P, num_warps). GPU tiles checked for sm_80/sm_90 by scripts/aot_kernels.py: no
+    spills, fp32 ~44 KB shared memory (the old 32x64x64 fp32 tile needed ~171 KB and spilled)."""
+    if INTERPRET:  # the interpreter runs one numpy op per tensor op: few, large programs
+        return max(16, min(next_pow2(c), 32)), max(16, min(next_pow2(o), 128)), min(1024, max(16, next_pow2(hw))), 4
+    bo = max(16, min(next_pow2(o), 64))
+    if dtype == torch.float32:  # ieee fp32 dot (no TF32): small channel chunk
+        return 8, bo, 64, 8
+    return 16, bo, 64, 8
 
 
 def _triton_fwd(x, dww, dwb, pww, pwb, res, act, grad=None):
@@ -238,14 +242,14 @@ def _triton_fwd(x, dww, dwb, pww, pwb, res, act, grad=None):
     o, k = pww.shape[0], dww.shape[-1]
     gm = grad is not None
     out = torch.empty((n, o, h, w), device=x.device, dtype=acc_dtype(x.dtype) if gm else x.dtype)
-    bc, bo, bp = _fwd_blocks(c, o, h * w)
+    bc, bo, bp, nw = _fwd_blocks(c, o, h * w, x.dtype)
     dot = _dot_mode(x.dtype)
     if dot == 0:  # keep the 3-D broadcast tile small
-        bc, bo, bp = min(bc, 16), min(bo, 16), min(bp, 64)
+        bc, bo, bp, nw = min(bc, 16), min(bo, 16), min(bp, 64), 4
     _fwd_kernel[(cdiv(h * w, bp), cdiv(o, bo), n)](
         x, dww, dwb, pww, pwb, res, grad, out, c, o, h, w, K=k, HAS_DWB=dwb is not None,
         HAS_PWB=pwb is not None, HAS_RES=res is not None, ACT=act, SLOPE=LRELU_SLOPE, GRAD_MODE=gm, DOT=dot,
-        CDT=tl_acc(x.dtype), BLOCK_C=bc, BLOCK_O=bo, BLOCK_P=bp)
+        CDT=tl_acc(x.dtype), BLOCK_C=bc, BLOCK_O=bo, BLOCK_P=bp, num_warps=nw)
     return out
 
 
@@ -254,7 +258,7 @@ def _triton_bwd(g, x, dww, dwb, pww, pwb, act, need):
     o, k = pww.shape[0], dww.shape[-1]
     cdt = acc_dtype(x.dtype)
     gz = _triton_fwd(x, dww, dwb, pww, pwb, None, act, grad=g)  # (n, o, h, w) in cdt
-    bc, bp = (min(next_pow2(c), 32), min(1024, max(16, next_pow2(h * w)))) if INTERPRET else (min(next_pow2(c), 16), 128)
+    bc, bp = (min(next_pow2(c), 32), min(1024, max(16, next_pow2(h * w)))) if INTERPRET else (min(next_pow2(c), 8), 128)
     grid = (cdiv(h * w, bp), cdiv(c, bc), n)
     y = torch.empty((n, c, h, w), device=x.device, dtype=cdt)
     _dw_kernel[grid](x, dww, dwb, y, c, h, w, K=k, HAS_DWB=dwb is not None, CDT=tl_acc(x.dtype),
@@ -313,8 +317,8 @@ def _dwpw_op(x: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.T
     args = [None if t is None else t.contiguous() for t in (x, dw_weight, dw_bias, pw_weight, pw_bias, residual)]
     if backend == "triton":
         return _triton_fwd(*args, act)
-    if backend == "cuda":
-        return _cuda_fwd(*args, act)
+    if backend in ("cuda", "cupy"):
+        return _cuda.routed(backend, _cuda_fwd)(*args, act)
     return _torch_fwd(*args, act)
 
 
@@ -330,7 +334,8 @@ def _dwpw_bwd_op(grad: torch.Tensor, x: torch.Tensor, dw_weight: torch.Tensor, d
     """Gradients for (x, dw_weight, dw_bias, pw_weight, pw_bias); empty where ``need`` is False.
     (The residual's gradient is the incoming gradient itself.)"""
     args = [None if t is None else t.contiguous() for t in (grad, x, dw_weight, dw_bias, pw_weight, pw_bias)]
-    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd}.get(backend, _torch_bwd)
+    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd,
+          "cupy": _cuda.routed("cupy", _cuda_bwd)}.get(backend, _torch_bwd)
     return fn(*args, act, need)
 
 

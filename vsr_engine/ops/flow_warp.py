@@ -191,10 +191,14 @@ if TRITON_OK:
             g = tl.load(g_ptr + coff + p[None, :], mask=cm & pm[None, :], other=0.0).to(CDT)
             if NEED_X:  # scatter g * weight to the four corners
                 gb = gx_ptr + coff
-                tl.atomic_add(gb + i00[None, :], g * (wx0 * wy0)[None, :], mask=cm & m00[None, :])
-                tl.atomic_add(gb + i01[None, :], g * (wx1 * wy0)[None, :], mask=cm & m01[None, :])
-                tl.atomic_add(gb + i10[None, :], g * (wx0 * wy1)[None, :], mask=cm & m10[None, :])
-                tl.atomic_add(gb + i11[None, :], g * (wx1 * wy1)[None, :], mask=cm & m11[None, :])
+                tl.atomic_add(gb + i00[None, :], g * (wx0 * wy0)[None, :], mask=cm & m00[None, :],
+                              sem="relaxed")
+                tl.atomic_add(gb + i01[None, :], g * (wx1 * wy0)[None, :], mask=cm & m01[None, :],
+                              sem="relaxed")
+                tl.atomic_add(gb + i10[None, :], g * (wx0 * wy1)[None, :], mask=cm & m10[None, :],
+                              sem="relaxed")
+                tl.atomic_add(gb + i11[None, :], g * (wx1 * wy1)[None, :], mask=cm & m11[None, :],
+                              sem="relaxed")
             if NEED_FLOW:
                 xb = x_ptr + coff
                 v00 = tl.load(xb + i00[None, :], mask=cm & m00[None, :], other=0.0).to(CDT)
@@ -235,7 +239,7 @@ def _triton_bwd(grad, x, flow, padding_mode, align_corners, need_x, need_flow):
     _bwd_kernel[(cdiv(h * w, bp), n)](
         x, flow, grad, gx, gflow, c, h, w, *flow.stride(), BORDER=padding_mode == "border",
         ALIGN=bool(align_corners), CDT=tl_acc(x.dtype), NEED_X=need_x, NEED_FLOW=need_flow,
-        BLOCK_C=bc, BLOCK_P=bp)
+        BLOCK_C=bc, BLOCK_P=bp, num_warps=8)  # 8 warps: no spills at sm_80/sm_90 (scripts/aot_kernels.py)
     return (gx.to(x.dtype) if need_x else gx), gflow
 
 
@@ -264,8 +268,8 @@ def _flow_warp_op(x: torch.Tensor, flow: torch.Tensor, padding_mode: str, align_
     x = x.contiguous()
     if backend == "triton":
         return _triton_fwd(x, flow, padding_mode, align_corners)
-    if backend == "cuda":
-        return _cuda_fwd(x, flow, padding_mode, align_corners)
+    if backend in ("cuda", "cupy"):
+        return _cuda.routed(backend, _cuda_fwd)(x, flow, padding_mode, align_corners)
     return flow_warp_ref(x, flow, "bilinear", padding_mode, align_corners)
 
 
@@ -280,7 +284,8 @@ def _flow_warp_bwd_op(grad: torch.Tensor, x: torch.Tensor, flow: torch.Tensor, p
                       backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """(d/dx, d/dflow); a gradient not asked for comes back as an empty tensor."""
     grad, x = grad.contiguous(), x.contiguous()
-    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd}.get(backend, _torch_bwd)
+    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd,
+          "cupy": _cuda.routed("cupy", _cuda_bwd)}.get(backend, _torch_bwd)
     return fn(grad, x, flow, padding_mode, align_corners, need_x, need_flow)
 
 

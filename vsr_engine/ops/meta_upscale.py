@@ -47,11 +47,12 @@ def _axis(n_in: int, n_out: int, scale: float):
     return idx, frac
 
 
-_TABLES: Dict[tuple, Dict[str, torch.Tensor]] = {}
+_TABLES: Dict[tuple, dict] = {}
 
 
-def _tables(h: int, w: int, scale: float, device: torch.device) -> Dict[str, torch.Tensor]:
-    """Per-axis LR index, offset class, distinct offsets and class-sorted order (cached per size/scale/device)."""
+def _tables(h: int, w: int, scale: float, device: torch.device) -> dict:
+    """Per-axis LR index, offset class, distinct offsets and class-sorted order (cached per size/scale/device),
+    plus ``max_pix`` (an int): the most output pixels of one offset pair."""
     key = (h, w, float(scale), str(device))
     t = _TABLES.get(key)
     if t is not None:
@@ -66,7 +67,10 @@ def _tables(h: int, w: int, scale: float, device: torch.device) -> Dict[str, tor
         start[1:] = torch.cumsum(torch.bincount(cls, minlength=len(uniq)), 0)
         t.update({f"idx_{name}": idx, f"cls_{name}": cls, f"off_{name}": uniq, f"order_{name}": order,
                   f"start_{name}": start})
+    # the most output pixels of one (row class, column class) pair: grid size of the per-class kernels
+    max_pix = int(torch.diff(t["start_h"]).max()) * int(torch.diff(t["start_w"]).max())
     t = {k: (v.to(torch.int32) if v.dtype == torch.int64 else v).to(device) for k, v in t.items()}
+    t["max_pix"] = max_pix
     if len(_TABLES) > 64:
         _TABLES.clear()
     _TABLES[key] = t
@@ -191,43 +195,61 @@ def _torch_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
 # ============================================================================================ triton
 if TRITON_OK:
     @triton.jit
-    def _fwd_kernel(feat_ptr, wt_ptr, idx_h, cls_h, idx_w, cls_w, out_ptr, C, H, W, OH, OW, DW,
-                    O: tl.constexpr, K: tl.constexpr, CDT: tl.constexpr,
-                    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n = tl.program_id(1)
-        pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        pm = pix < OH * OW
-        i = pix // OW
-        j = pix % OW
-        pr = tl.load(idx_h + i, mask=pm, other=0)
-        qc = tl.load(idx_w + j, mask=pm, other=0)
-        pair = tl.load(cls_h + i, mask=pm, other=0) * DW + tl.load(cls_w + j, mask=pm, other=0)
+    def _class_pixels(order_h, start_h, order_w, start_w, idx_h, idx_w, pair, e, DW):
+        """Element e of offset class ``pair`` (its rows x its columns): output (i, j), LR (pr, qc), mask."""
+        a = pair // DW
+        b = pair % DW
+        rs = tl.load(start_h + a)
+        cs = tl.load(start_w + b)
+        ncol = tl.load(start_w + b + 1) - cs
+        total = (tl.load(start_h + a + 1) - rs) * ncol
+        em = e < total
+        i = tl.load(order_h + rs + e // ncol, mask=em, other=0)
+        j = tl.load(order_w + cs + e % ncol, mask=em, other=0)
+        pr = tl.load(idx_h + i, mask=em, other=0)
+        qc = tl.load(idx_w + j, mask=em, other=0)
+        return i, j, pr, qc, em
+
+    @triton.jit
+    def _fwd_kernel(feat_ptr, wt_ptr, idx_h, order_h, start_h, idx_w, order_w, start_w, out_ptr, C, H, W, OH, OW,
+                    DW, O: tl.constexpr, K: tl.constexpr, DOT: tl.constexpr, CDT: tl.constexpr,
+                    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
+        """Per offset class a matrix product: out[:, pixels] = wt[pair] (O x C*k*k) @ patches (C*k*k x pixels).
+        A program owns BLOCK_P pixels of one class of image n and loads the class's weights once per K chunk.
+        DOT: 0 broadcast-sum (fp64), 1 fp32 ieee dot, 2 16-bit dot (tensor cores, fp32 accumulation)."""
+        pair = tl.program_id(0)
+        n = tl.program_id(2)
+        e = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        i, j, pr, qc, em = _class_pixels(order_h, start_h, order_w, start_w, idx_h, idx_w, pair, e, DW)
         oo = tl.arange(0, BLOCK_O)
         om = oo < O
         KT = C * K * K
-        wrow = pair.to(tl.int64) * (O * KT)  # (pairs, O, K) table
+        wbase = wt_ptr + pair.to(tl.int64) * (O * KT)
+        fimg = feat_ptr + n.to(tl.int64) * C * H * W
         acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=CDT)
-        img = n.to(tl.int64) * C * H * W
-        for c0 in range(0, C, BLOCK_C):
-            cc = c0 + tl.arange(0, BLOCK_C)
-            cm = cc < C
-            for t in tl.static_range(K * K):
-                hh = pr + (t // K - K // 2)
-                ww = qc + (t % K - K // 2)
-                ok = pm & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                f = tl.load(feat_ptr + img + cc[:, None].to(tl.int64) * (H * W) + (hh * W + ww)[None, :],
-                            mask=cm[:, None] & ok[None, :], other=0.0).to(CDT)
-                wv = tl.load(wt_ptr + wrow[None, None, :] + (oo[:, None, None] * KT + cc[None, :, None] * (K * K) + t),
-                             mask=om[:, None, None] & cm[None, :, None] & pm[None, None, :], other=0.0).to(CDT)
-                acc += tl.sum(wv * f[None, :, :], axis=1)
-        tl.store(out_ptr + n.to(tl.int64) * O * OH * OW + oo[:, None] * (OH * OW) + pix[None, :],
-                 acc.to(out_ptr.dtype.element_ty), mask=om[:, None] & pm[None, :])
+        for k0 in range(0, KT, BLOCK_K):
+            kk = k0 + tl.arange(0, BLOCK_K)
+            km = kk < KT
+            c = kk // (K * K)
+            hh = pr[None, :] + ((kk % (K * K)) // K - K // 2)[:, None]
+            ww = qc[None, :] + (kk % K - K // 2)[:, None]
+            ok = km[:, None] & em[None, :] & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            f = tl.load(fimg + c[:, None] * (H * W) + hh * W + ww, mask=ok, other=0.0)  # [BK, BP]
+            wv = tl.load(wbase + oo[:, None] * KT + kk[None, :], mask=om[:, None] & km[None, :], other=0.0)
+            if DOT == 2:
+                acc += tl.dot(wv.to(f.dtype), f)
+            elif DOT == 1:
+                acc += tl.dot(wv.to(tl.float32), f.to(tl.float32), input_precision="ieee")
+            else:
+                acc += tl.sum(wv.to(CDT)[:, :, None] * f.to(CDT)[None, :, :], axis=1)
+        tl.store(out_ptr + n.to(tl.int64) * O * OH * OW + oo[:, None] * (OH * OW) + (i * OW + j)[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=om[:, None] & em[None, :])
 
     @triton.jit
     def _bwd_feat_kernel(g_ptr, wt_ptr, idx_h, cls_h, idx_w, cls_w, gfeat_ptr, C, H, W, OH, OW, DW,
                          O: tl.constexpr, K: tl.constexpr, CDT: tl.constexpr,
                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        """gfeat[n, c, p+ky-1, q+kx-1] += sum_o g[n, o, i, j] * wt[pair, o, c*k*k + t] (atomics)."""
+        """gfeat[n, c, p+ky-1, q+kx-1] += sum_o g[n, o, i, j] * wt[pair, o, c*k*k + t] (relaxed atomics)."""
         n = tl.program_id(1)
         pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pm = pix < OH * OW
@@ -253,21 +275,24 @@ if TRITON_OK:
                 wv = tl.load(wt_ptr + wrow[None, None, :] + (oo[:, None, None] * KT + cc[None, :, None] * (K * K) + t),
                              mask=om[:, None, None] & cm[None, :, None] & pm[None, None, :], other=0.0).to(CDT)
                 contrib = tl.sum(wv * g[:, None, :], axis=0)  # [BLOCK_C, BLOCK_P]
-                tl.atomic_add(gfeat_ptr + img + cc[:, None].to(tl.int64) * (H * W) + (hh * W + ww)[None, :],
-                              contrib, mask=cm[:, None] & ok[None, :])
+                tl.atomic_add(gfeat_ptr + img + cc[:, None] * (H * W) + (hh * W + ww)[None, :],
+                              contrib, mask=cm[:, None] & ok[None, :], sem="relaxed")
 
     @triton.jit
-    def _bwd_wt_kernel(g_ptr, feat_ptr, idx_h, order_h, start_h, idx_w, order_w, start_w, gwt_ptr,
-                       N, C, H, W, OH, OW, DW, O: tl.constexpr, K: tl.constexpr, CDT: tl.constexpr,
-                       BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
-        """gwt[pair, o, kk] = sum over the pair's pixels and n of g[n, o, i, j] * patch[n, kk, i, j]."""
+    def _bwd_wt_kernel(g_ptr, feat_ptr, idx_h, order_h, start_h, idx_w, order_w, start_w, part_ptr,
+                       N, C, H, W, OH, OW, DW, NPAIR, O: tl.constexpr, K: tl.constexpr, DOT: tl.constexpr,
+                       CDT: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
+        """part[s, pair, o, kk] = sum over split s of the class's (n, pixel) elements of g[n, o, px] * patch[n, kk, px]
+        (a [O x P] @ [P x BLOCK_K] product per step); the caller sums the splits (fixed order, no atomics)."""
         pair = tl.program_id(0)
+        s = tl.program_id(2)
+        nsplit = tl.num_programs(2)
         a = pair // DW
         b = pair % DW
-        rs = tl.load(start_h + a)
-        nr = tl.load(start_h + a + 1) - rs
-        cs = tl.load(start_w + b)
-        ncol = tl.load(start_w + b + 1) - cs
+        total = (tl.load(start_h + a + 1) - tl.load(start_h + a)) * (tl.load(start_w + b + 1) - tl.load(start_w + b))
+        chunk = tl.cdiv(tl.cdiv(N * total, nsplit), BLOCK_P) * BLOCK_P
+        lo = s * chunk
+        hi = tl.minimum(lo + chunk, N * total)
         KT = C * K * K
         kk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
         km = kk < KT
@@ -277,43 +302,68 @@ if TRITON_OK:
         oo = tl.arange(0, BLOCK_O)
         om = oo < O
         acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=CDT)
-        total = nr * ncol
-        for n in range(0, N):
-            n64 = tl.cast(n, tl.int64)
-            gimg = g_ptr + n64 * O * OH * OW
-            fimg = feat_ptr + n64 * C * H * W
-            for e0 in range(0, total, BLOCK_P):
-                e = e0 + tl.arange(0, BLOCK_P)
-                em = e < total
-                i = tl.load(order_h + rs + e // ncol, mask=em, other=0)
-                j = tl.load(order_w + cs + e % ncol, mask=em, other=0)
-                pr = tl.load(idx_h + i, mask=em, other=0)
-                qc = tl.load(idx_w + j, mask=em, other=0)
-                g = tl.load(gimg + oo[:, None] * (OH * OW) + (i * OW + j)[None, :],
-                            mask=om[:, None] & em[None, :], other=0.0).to(CDT)  # [BO, BP]
-                hh = pr[None, :] + dy[:, None]
-                ww = qc[None, :] + dx[:, None]
-                ok = em[None, :] & km[:, None] & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                f = tl.load(fimg + c[:, None].to(tl.int64) * (H * W) + hh * W + ww, mask=ok, other=0.0).to(CDT)
-                acc += tl.sum(g[:, None, :] * f[None, :, :], axis=2)
-        tl.store(gwt_ptr + pair.to(tl.int64) * (O * KT) + oo[:, None] * KT + kk[None, :], acc,
+        for e0 in range(lo, hi, BLOCK_P):
+            e = e0 + tl.arange(0, BLOCK_P)
+            n = (e // total).to(tl.int64)
+            i, j, pr, qc, em = _class_pixels(order_h, start_h, order_w, start_w, idx_h, idx_w, pair, e % total, DW)
+            em = em & (e < hi)
+            g = tl.load(g_ptr + n[None, :] * (O * OH * OW) + oo[:, None] * (OH * OW) + (i * OW + j)[None, :],
+                        mask=om[:, None] & em[None, :], other=0.0)  # [BO, BP]
+            hh = pr[:, None] + dy[None, :]
+            ww = qc[:, None] + dx[None, :]
+            ok = em[:, None] & km[None, :] & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            f = tl.load(feat_ptr + n[:, None] * (C * H * W) + c[None, :] * (H * W) + hh * W + ww, mask=ok,
+                        other=0.0)  # [BP, BK]
+            if DOT == 2:
+                acc += tl.dot(g, f)
+            elif DOT == 1:
+                acc += tl.dot(g.to(tl.float32), f.to(tl.float32), input_precision="ieee")
+            else:
+                acc += tl.sum(g.to(CDT)[:, :, None] * f.to(CDT)[None, :, :], axis=1)
+        tl.store(part_ptr + (s.to(tl.int64) * NPAIR + pair) * (O * KT) + oo[:, None] * KT + kk[None, :], acc,
                  mask=om[:, None] & km[None, :])
 
 
+def _dot_mode(dtype: torch.dtype) -> int:
+    return 0 if dtype == torch.float64 else 1 if dtype == torch.float32 else 2
+
+
+def _dot_blocks(o: int, dot: int, npix: int):
+    """(BLOCK_O, BLOCK_K, BLOCK_P): tl.dot needs every dimension >= 16; fp64 keeps the 3-D tile small."""
+    bo = max(16, next_pow2(o)) if dot else next_pow2(o)
+    if dot == 0:
+        return bo, 16, interpret_or(min(256, max(16, next_pow2(npix))), 32)
+    return bo, 64, interpret_or(min(256, max(16, next_pow2(npix))), 64)
+
+
+def _wt_split(pairs: int, kblocks: int, elems: int, bp: int) -> int:
+    """Splits of each class's (n, pixel) reduction: about 1024 programs in all, each with >= 8 pixel blocks."""
+    return max(1, min(cdiv(1024, pairs * kblocks), cdiv(elems, 8 * bp), 65535))
+
+
 def _blocks(c, o, npix):
-    # (outputs, channel block, pixel block); the interpreter runs one numpy op per tensor op: few, large programs
+    # (outputs, channel block, pixel block) of the feature backward; the interpreter: few, large programs
     bo = next_pow2(o)
     return bo, min(next_pow2(c), 16), interpret_or(min(1024, max(16, next_pow2(npix))), 64)
+
+
+def _check_int32(c, h, w, o, oh, ow):
+    """The triton kernels index within one image in 32 bits (the image offset is 64-bit)."""
+    if c * h * w >= 2 ** 31 or o * oh * ow >= 2 ** 31 or o * c * 9 * 64 >= 2 ** 31:
+        raise ValueError(f"meta_upscale (triton): one image of {c}x{h}x{w} -> {o}x{oh}x{ow} needs 64-bit indexing "
+                         "within an image; use the torch or cuda backend")
 
 
 def _triton_apply(feat, wt, tb, k, oh, ow):
     n, c, h, w = feat.shape
     o = wt.shape[1]
+    _check_int32(c, h, w, o, oh, ow)
     out = feat.new_empty((n, o, oh, ow))
-    bo, bc, bp = _blocks(c, o, oh * ow)
-    _fwd_kernel[(cdiv(oh * ow, bp), n)](feat, wt, tb["idx_h"], tb["cls_h"], tb["idx_w"], tb["cls_w"], out, c, h, w,
-                                        oh, ow, tb["off_w"].numel(), O=o, K=k, CDT=tl_acc(feat.dtype),
-                                        BLOCK_O=bo, BLOCK_C=bc, BLOCK_P=bp)
+    dot = _dot_mode(feat.dtype)
+    bo, bk, bp = _dot_blocks(o, dot, tb["max_pix"])
+    _fwd_kernel[(wt.shape[0], cdiv(tb["max_pix"], bp), n)](
+        feat, wt, tb["idx_h"], tb["order_h"], tb["start_h"], tb["idx_w"], tb["order_w"], tb["start_w"], out, c, h, w,
+        oh, ow, tb["off_w"].numel(), O=o, K=k, DOT=dot, CDT=tl_acc(feat.dtype), BLOCK_O=bo, BLOCK_K=bk, BLOCK_P=bp)
     return out
 
 
@@ -321,21 +371,25 @@ def _triton_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
     n, c, h, w = feat.shape
     o, kt = wt.shape[1], wt.shape[2]
     oh, ow = grad.shape[2:]
+    _check_int32(c, h, w, o, oh, ow)
     dw = tb["off_w"].numel()
-    bo, bc, bp = _blocks(c, o, oh * ow)
     g_feat = g_wt = None
     if need_feat:
+        bo, bc, bp = _blocks(c, o, oh * ow)
         g_feat = torch.zeros(feat.shape, dtype=wt.dtype, device=feat.device)
         _bwd_feat_kernel[(cdiv(oh * ow, bp), n)](grad, wt, tb["idx_h"], tb["cls_h"], tb["idx_w"], tb["cls_w"], g_feat,
                                                  c, h, w, oh, ow, dw, O=o, K=k, CDT=tl_acc(feat.dtype),
                                                  BLOCK_O=bo, BLOCK_C=bc, BLOCK_P=bp)
     if need_wt:
-        g_wt = torch.empty_like(wt)
-        bk = interpret_or(min(next_pow2(kt), 128), 64)
-        _bwd_wt_kernel[(wt.shape[0], cdiv(kt, bk))](grad, feat, tb["idx_h"], tb["order_h"], tb["start_h"],
-                                                    tb["idx_w"], tb["order_w"], tb["start_w"], g_wt, n, c, h, w,
-                                                    oh, ow, dw, O=o, K=k, CDT=tl_acc(feat.dtype), BLOCK_O=bo,
-                                                    BLOCK_K=bk, BLOCK_P=interpret_or(64, 32))
+        dot = _dot_mode(feat.dtype)
+        bo, bk, bp = _dot_blocks(o, dot, n * tb["max_pix"])
+        pairs, kb = wt.shape[0], cdiv(kt, bk)
+        split = _wt_split(pairs, kb, n * tb["max_pix"], bp)
+        part = torch.empty((split,) + tuple(wt.shape), dtype=wt.dtype, device=feat.device)
+        _bwd_wt_kernel[(pairs, kb, split)](grad, feat, tb["idx_h"], tb["order_h"], tb["start_h"], tb["idx_w"],
+                                           tb["order_w"], tb["start_w"], part, n, c, h, w, oh, ow, dw, pairs, O=o,
+                                           K=k, DOT=dot, CDT=tl_acc(feat.dtype), BLOCK_O=bo, BLOCK_K=bk, BLOCK_P=bp)
+        g_wt = part.sum(0) if split > 1 else part[0]
     return g_feat, g_wt
 
 
@@ -362,7 +416,8 @@ def _cuda_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
 
 
 # ============================================================================================ custom op
-_APPLY = {"triton": (_triton_apply, _triton_apply_bwd), "cuda": (_cuda_apply, _cuda_apply_bwd)}
+_APPLY = {"triton": (_triton_apply, _triton_apply_bwd), "cuda": (_cuda_apply, _cuda_apply_bwd),
+          "cupy": (_cuda.routed("cupy", _cuda_apply), _cuda.routed("cupy", _cuda_apply_bwd))}
 
 
 @torch.library.custom_op("vsr_engine::meta_upscale", mutates_args=())

@@ -160,8 +160,8 @@ def _pixel_shuffle_op(x: torch.Tensor, upscale_factor: int, bias: Optional[torch
     bias = None if bias is None else bias.contiguous()
     if backend == "triton":
         return _triton_fwd(x, upscale_factor, bias, act, negative_slope)
-    if backend == "cuda":
-        return _cuda_fwd(x, upscale_factor, bias, act, negative_slope)
+    if backend in ("cuda", "cupy"):
+        return _cuda.routed(backend, _cuda_fwd)(x, upscale_factor, bias, act, negative_slope)
     return _torch_fwd(x, upscale_factor, bias, act, negative_slope)
 
 
@@ -183,7 +183,8 @@ def _pixel_shuffle_bwd_op(grad: torch.Tensor, x: Optional[torch.Tensor], upscale
     if act and x is None:
         raise ValueError("pixel_shuffle_backward: the activation's gradient needs x")
     need_bias = need_bias and bias is not None
-    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd}.get(backend, _torch_bwd)
+    fn = {"triton": _triton_bwd, "cuda": _cuda_bwd,
+          "cupy": _cuda.routed("cupy", _cuda_bwd)}.get(backend, _torch_bwd)
     return fn(grad, x, upscale_factor, bias, act, negative_slope, need_bias)
 
 
