@@ -113,7 +113,8 @@ def _ceil32(v: int) -> int:
 def estimate(h: int, w: int, window: int, overlap: int, info: ModelInfo, dtype_bytes: int = 4) -> int:
     """Peak bytes one window of ``window`` emitted + ``overlap`` lookahead frames of size ``h`` x ``w`` (LR) needs
     on the compute device, beyond the model weights. Terms (``n`` pixels, ``F`` features, ``L`` = window + overlap):
-    the engine's frame buffer and the stacked window (2 x 3 L n); flows of the window kept (4 L n); then the largest
+    the engine's frame buffer and the stacked window (2 x 3 L n); flows of the window kept (4 L n); the carried
+    state saved for the back-off (F + 3 + 2 overlap) n; then the largest
     of: SPyNet on all L-1 pairs at once (about ``SPYNET_CH`` channels at the 32-padded size per pair), the backward
     branch (L features + the trunk's activations), SPyNet for the forward flows with the emitted features alive,
     and one frame's reconstruction with the emitted features alive (64 channels at 2x and 4x, twice, plus the
@@ -127,6 +128,7 @@ def estimate(h: int, w: int, window: int, overlap: int, info: ModelInfo, dtype_b
     fixed = 6 * L * n + 4 * L * n + (3 * L * n if info.cleaner else 0)   # RealBasicVSR: the cleaned copy
     up = 2 * 64 * s2 * n + 6 * 3 * s2 * n
     if info.kind == "split":
+        fixed += (F + 3 + 2 * overlap) * n     # the state saved at each window start for the back-off
         phases = [
             (L - 1) * SPYNET_CH * n32,
             L * F * n + 4 * F * n,
