@@ -124,8 +124,8 @@ def cmd_plan(a):
     rows = []
     for h, w in [(720, 1280), (1080, 1920)]:
         info = memory.ModelInfo("split", 64, False, 4.0)
-        est = {win: memory.estimate(h, w, win, 8, info, 4) for win in (32, 16, 8)}
-        p = memory.plan(h, w, 32, 8, info, 4, free_dev, free_host, True)
+        est = {win: memory.estimate(h, w, win, 8, info, 4) * memory.OVERHEAD["cpu"] for win in (32, 16, 8)}
+        p = memory.plan(h, w, 32, 8, info, 4, free_dev, free_host, True, overhead=memory.OVERHEAD["cpu"])
         rows.append({"input": f"{w}x{h}", "estimate_gib": {k: round(v / 2 ** 30, 2) for k, v in est.items()},
                      "plan": p.describe(), "plan_need_gib": round(p.need / 2 ** 30, 2)})
         print(rows[-1], flush=True)

@@ -76,7 +76,7 @@ def test_engine_with_little_memory_uses_a_smaller_window_with_the_same_result(mo
     m, fr = tiny_basicvsr(), frames(9)
     info = memory.ModelInfo("split", 8, False, 4.0)
     h, w = fr[0].shape[:2]
-    lim = memory.estimate(h, w, 4, 2, info) + memory.host_estimate(h, w, 4, 2, 4, False)
+    lim = memory.estimate(h, w, 4, 2, info) * memory.OVERHEAD["cpu"] + memory.host_estimate(h, w, 4, 2, 4, False)
     monkeypatch.setattr(memory, "MIN_WINDOW", 2)
     eng = Engine(m, window=8, overlap=2, memory_limit=lim)
     out = list(eng.run(fr))
@@ -89,7 +89,7 @@ def test_engine_with_little_memory_uses_a_smaller_window_with_the_same_result(mo
 def test_engine_with_too_little_memory_for_a_whole_frame_tiles(monkeypatch, wide_tiles):
     m, fr = tiny_basicvsr(), frames(4)
     info = memory.ModelInfo("split", 8, False, 4.0)
-    lim = memory.estimate(24, 32, 2, 1, info) * 2 // 3     # the min window untiled does not fit
+    lim = memory.estimate(24, 32, 2, 1, info) * memory.OVERHEAD["cpu"] * 2 // 3   # min window untiled does not fit
     monkeypatch.setattr(memory, "MIN_WINDOW", 2)
     monkeypatch.setattr(memory, "MIN_TILE", 8)
     monkeypatch.setattr(memory, "tile_pad", lambda scale: 2)

@@ -36,6 +36,10 @@ SAFETY = 0.85            # use at most this fraction of the free memory
 RESERVE = 256 * 2 ** 20  # and leave this much besides (decoder queue, encoder, Python objects)
 SPYNET_CH = 120          # live channels per pixel of one SPyNet pair at its top pyramid level (see estimate)
 MIN_TILE = 64            # smallest tile core in LR pixels the planner picks
+# measured peak / estimate, per device type: on the CPU oneDNN's layout copies and the allocator roughly double the
+# live-tensor figure (bench/bench_memory.py estimate: 385 MiB measured vs 195 MiB estimated at 160x96, window 8 +
+# overlap 4); CUDA: not measured (no GPU lent), the back-off covers it
+OVERHEAD = {"cpu": 2.0, "cuda": 1.0}
 
 
 def parse_bytes(text) -> int:
@@ -213,7 +217,8 @@ def _windows(window: int, min_window: int) -> List[int]:
 
 
 def plan(h: int, w: int, window: int, overlap: int, info: ModelInfo, dtype_bytes: int, free_dev: int,
-         free_host: int, shared: bool, tile: Optional[int] = None, min_window: Optional[int] = None) -> Plan:
+         free_host: int, shared: bool, tile: Optional[int] = None, min_window: Optional[int] = None,
+         overhead: float = 1.0) -> Plan:
     """Choose window and tiling for ``h`` x ``w`` LR frames. ``shared``: device memory is host memory (CPU).
     ``tile``: None = automatic, 0 = never tile, N = tiles of about N x N LR pixels."""
     mw = min(window, MIN_WINDOW if min_window is None else min_window)
@@ -225,6 +230,7 @@ def plan(h: int, w: int, window: int, overlap: int, info: ModelInfo, dtype_bytes
         need = estimate(th, tw, win, overlap, info, dtype_bytes)
         if grid != (1, 1):   # the engine still buffers whole frames on the device
             need += (6 * (win + overlap)) * h * w * dtype_bytes
+        need = int(need * overhead)
         host = host_estimate(h, w, win, overlap, info.scale, grid != (1, 1))
         if shared:
             return need + host <= budget_dev, need
@@ -341,7 +347,7 @@ class Governor:
             self.current = plan(h, w, self.window, self.overlap, info, torch.tensor([], dtype=self.dtype)
                                 .element_size(), free_dev, free_host, self.device.type != "cuda",
                                 tile=0 if self.scale is None else self.tile,
-                                min_window=self.min_window)
+                                min_window=self.min_window, overhead=OVERHEAD.get(self.device.type, 1.0))
         self._switch(self.current, self._pending[0] if self._pending else None)
         self._pending = None
         self._report()
