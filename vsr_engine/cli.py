@@ -166,7 +166,8 @@ def cmd_upscale(args) -> int:
         oh, ow = meta_out_size(info.height, info.width, r)
         check_output_size(args.pix_fmt or default_pix_fmt(args.codec, info.bit_depth), ow, oh)
     engine = Engine(model, weights=args.weights, device=device, dtype=dtype, window=args.window,
-                    overlap=args.overlap, variant=args.variant, **extra)
+                    overlap=args.overlap, variant=args.variant, tile=args.tile, memory_limit=args.memory_limit,
+                    **extra)
     if not args.quiet:
         w = engine.weights_path
         _eprint(f"input: {inp}: {info.describe()}")
@@ -216,7 +217,14 @@ def _add_upscale(sp, common):
     g.add_argument("--weights", default=None, help="checkpoint file (BasicSR, mmagic or safetensors)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--dtype", default=None, help="fp32 (default), fp16, bf16")
-    g.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"frames per window (default {DEFAULT_WINDOW})")
+    g.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help=f"frames per window at most (default {DEFAULT_WINDOW}); a smaller one is used when the frames "
+                        "would not fit in free memory")
+    g.add_argument("--tile", type=int, default=None,
+                   help="process each frame in tiles of about N x N input pixels (default: only when a frame would "
+                        "not fit in free memory; 0 = never)")
+    g.add_argument("--memory-limit", default=None,
+                   help="use at most this much memory for the frames in flight, e.g. 6G (default: what is free)")
     g.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"context frames beyond each window (default {DEFAULT_OVERLAP})")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import memory as _memory
 from .video import FrameInfo, VsrError, VsrInputError, VsrOutputError, open_sink, open_source  # noqa: F401
 
 __all__ = ["Engine", "RunSummary", "VsrError", "VsrInputError", "VsrOutputError", "DEFAULT_WINDOW",
@@ -92,6 +93,9 @@ class RunSummary:
     output: Optional[str] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
     complete: bool = True              # False when the input was damaged/truncated (what decoded was upscaled)
+    window_used: int = 0               # window the memory plan chose (<= window), after any back-off
+    tiles: str = ""                    # spatial tiles ("2x3") when the frame did not fit, else ""
+    backoffs: List[str] = dataclasses.field(default_factory=list)  # allocation failures recovered from
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,6 +108,10 @@ class RunSummary:
         s = (f"{self.frames_out} frames ({self.input_size[0]}x{self.input_size[1]} -> {self.output_size[0]}x"
              f"{self.output_size[1]}) in {self.seconds:.1f} s, {self.fps:.2f} fps, peak memory {mem:.0f} MiB "
              f"({self.memory_kind}) on {self.device}")
+        if self.window_used:
+            s += f"; window {self.window_used}" + (f", tiles {self.tiles}" if self.tiles else "")
+        if self.backoffs:
+            s += f" after {len(self.backoffs)} out-of-memory back-off(s)"
         if self.resumed_from:
             s += f"; resumed after {self.resumed_from} frames"
         if not self.complete:
@@ -321,7 +329,8 @@ class Engine:
 
     def __init__(self, model: Union[str, nn.Module] = "realbasicvsr", weights=None, device=None, dtype=None,
                  window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, variant: Optional[str] = None,
-                 queue_size: int = 8, mode: str = "auto", **model_kwargs):
+                 queue_size: int = 8, mode: str = "auto", tile: Optional[int] = None, memory_limit=None,
+                 **model_kwargs):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         window, overlap = int(window), int(overlap)
@@ -330,6 +339,11 @@ class Engine:
         if overlap < 0:
             raise VsrInputError(f"overlap must be 0 or more frames (got {overlap})")
         self.window, self.overlap = window, overlap
+        # memory plan (vsr_engine.memory): tile None = automatic, 0 = never, N = tiles of about N x N LR pixels
+        self.tile = None if tile is None else int(tile)
+        if self.tile is not None and self.tile < 0:
+            raise VsrInputError(f"tile must be 0 (never tile) or a size in pixels (got {tile})")
+        self.memory_limit = None if memory_limit is None else _memory.parse_bytes(memory_limit)
         self.queue_size = queue_size
         if isinstance(model, nn.Module):
             self.model = model
@@ -484,7 +498,9 @@ class Engine:
     def _process(self, src, start: int, carry: Optional[dict], summary: RunSummary, mem: _PeakMemory, t0: float,
                  progress, want_state: bool = False) -> Iterator[tuple]:
         """Core loop. Yields ("open", (W, H)), ("frame", rgb_u8, FrameInfo) and ("window", frames_done, state)."""
-        proc = self._proc
+        proc = _memory.Governor(self._proc, device=self.device, dtype=self.dtype, window=self.window,
+                                overlap=self.overlap, scale=self.scale, tile=self.tile,
+                                memory_limit=self.memory_limit, summary=summary)
         proc.reset()
         W, O = self.window, self.overlap
         left = proc.left_context()
@@ -519,6 +535,7 @@ class Engine:
                 if size is None:
                     size = (rgb.shape[1], rgb.shape[0])
                     summary.input_size = size
+                    W = proc.plan_for(*size)   # memory plan before the first window: window, tiles
                 elif (rgb.shape[1], rgb.shape[0]) != size:
                     raise VsrInputError(f"frame {fi.index}: size {rgb.shape[1]}x{rgb.shape[0]} differs from the "
                                         f"first frame's {size[0]}x{size[1]} (resolution changes are not supported)")
