@@ -86,3 +86,100 @@ def audio_packets(path: str):
         if not c.streams.audio:
             return []
         return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# frames that carry their own number, and a model that keeps it readable
+# ---------------------------------------------------------------------------------------------------------------
+BITS = 8
+
+
+def marked_frame(i: int, size=(64, 36)) -> np.ndarray:
+    """RGB frame whose top half shows ``i`` in binary (BITS blocks, bright = 1); the bottom half is a ramp."""
+    w, h = size
+    a = np.zeros((h, w, 3), np.uint8)
+    a[h // 2:] = np.linspace(40, 200, w, dtype=np.uint8)[None, :, None]
+    bw = w // BITS
+    for k in range(BITS):
+        a[: h // 2, k * bw:(k + 1) * bw] = 230 if (i >> k) & 1 else 25
+    return a
+
+
+def read_ids(frames) -> list:
+    """Frame numbers read back from (upscaled, re-encoded) marked frames."""
+    out = []
+    for a in frames:
+        h, w = a.shape[:2]
+        bw = w // BITS
+        v = 0
+        for k in range(BITS):
+            blk = a[h // 8: 3 * h // 8, k * bw + bw // 4:(k + 1) * bw - bw // 4]
+            if blk.mean() > 128:
+                v |= 1 << k
+        out.append(v)
+    return out
+
+
+def make_marked_clip(dst: str, frames: int, size=(64, 36), gop: int = 12, bframes: int = 2,
+                     audio_from: str = BBB) -> None:
+    """H.264 clip of marked frames (keyframe every ``gop``, B-frames) with ``audio_from``'s AAC over its span."""
+    import av
+    tb = Fraction(1, 12800)
+    out = av.open(dst, "w")
+    vs = out.add_stream("libx264", rate=25)
+    vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+    vs.time_base = tb
+    vs.codec_context.options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0",
+                                "preset": "veryfast", "crf": "18"}
+    src_c = av.open(audio_from) if audio_from else None
+    a_out = out.add_stream_from_template(src_c.streams.audio[0]) if src_c is not None else None
+    for i in range(frames):
+        f = av.VideoFrame.from_ndarray(marked_frame(i, size), format="rgb24").reformat(format="yuv420p")
+        f.pts, f.time_base = i * 512, tb
+        for p in vs.encode(f):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+    if a_out is not None:
+        end = frames / 25
+        for p in src_c.demux(src_c.streams.audio[0]):
+            if p.dts is None or p.pts is None:
+                continue
+            if float(p.pts * p.time_base) >= end:
+                break
+            p.stream = a_out
+            out.mux(p)
+        src_c.close()
+    out.close()
+
+
+def up4():
+    """x4 nearest-neighbour 'model' (black box): output frame i shows input frame i's number."""
+    import torch
+    import torch.nn.functional as F
+
+    class Up4(torch.nn.Module):
+        scale = 4
+
+        def forward(self, x):
+            n, t, c, h, w = x.shape
+            return F.interpolate(x.reshape(n * t, c, h, w), scale_factor=4, mode="nearest").reshape(n, t, c, 4 * h,
+                                                                                                      4 * w)
+    return Up4()
+
+
+UP4_SPEC = {"factory": "distributed_helpers:up4", "window": 8, "overlap": 2, "threads": 1}
+
+
+def check_output(out: str, src: str, n: int, ids: bool = True) -> None:
+    """``out`` has every frame of ``src`` exactly once, in order, at the source's PTS, with all its audio."""
+    tb_o, pts_o = video_pts(out)
+    tb_s, pts_s = video_pts(src)
+    assert len(pts_o) == n
+    assert [p * tb_o for p in pts_o] == [p * tb_s for p in pts_s]
+    cnt, dec_pts, frames = decoded(out)
+    assert cnt == n
+    assert [p * tb_o for p in dec_pts] == [p * tb_s for p in pts_s]
+    if ids:
+        assert read_ids(frames) == list(range(n))
+    assert audio_packets(out) == audio_packets(src) and len(audio_packets(src)) > 0

@@ -69,6 +69,7 @@ def index_video(path: str, fps: Optional[Fraction] = None) -> FrameIndex:
         if vs is None:
             raise VsrInputError(f"{path}: no video stream")
         tb = Fraction(vs.time_base) if vs.time_base else None
+        stream_index = int(vs.index)   # read now: the stream object is not valid after close
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate or fps
         rows = []
         try:
@@ -102,4 +103,4 @@ def index_video(path: str, fps: Optional[Fraction] = None) -> FrameIndex:
     if not key[0]:
         # the first frame in presentation order is always a valid start for a decoder reading from the beginning
         key[0] = True
-    return FrameIndex(pts, dur, key, tb, vs.index)
+    return FrameIndex(pts, dur, key, tb, stream_index)

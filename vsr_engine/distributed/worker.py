@@ -70,7 +70,9 @@ def decode_range(path: str, index: FrameIndex, a: int, b: int, matrix: Optional[
     while True:
         c = av.open(path)
         try:
-            vs = c.streams[index.stream_index]
+            vs = next((s for s in c.streams if s.index == index.stream_index), None)
+            if vs is None or vs.type != "video":
+                raise SegmentError(f"{path}: stream #{index.stream_index} is not the indexed video stream")
             vs.thread_type = "AUTO"
             if key > 0:
                 c.seek(index.pts[key], stream=vs, backward=True, any_frame=False)
