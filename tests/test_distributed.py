@@ -77,7 +77,7 @@ def _run_local(clip, out, seg_frames=16, ctx=2):
     w = SegmentWorker(UP4_SPEC)
     files, packets = [], []
     for s in plan_segments(len(ix), segment_frames=seg_frames, left=ctx, right=ctx):
-        res = w.run({"path": clip, "index": ix.as_dict(), "segment": s.as_dict(), "src": src, "enc": FAST_ENC,
+        res = w.run({"spec": UP4_SPEC, "path": clip, "index": ix.as_dict(), "segment": s.as_dict(), "src": src, "enc": FAST_ENC,
                      "seg_format": "mp4"})
         assert res["frames"] == s.frames and res["first_pts"] == ix.pts[s.start] and res["last_pts"] == ix.pts[s.end - 1]
         p = os.path.join(os.path.dirname(out), f"seg{s.id}.mp4")

@@ -5,9 +5,9 @@ extra (``pip install vsr_engine[ray]``); planning, the manifest, the worker's se
 without it.
 """
 from .index import FrameIndex, index_video
-from .job import BatchOptions, JobError, expand_inputs, run_batch
+from .job import BatchOptions, JobError, expand_inputs, run_batch, shutdown_workers
 from .manifest import ResumeError
 from .plan import Segment, plan_segments
 
 __all__ = ["BatchOptions", "JobError", "ResumeError", "FrameIndex", "Segment", "expand_inputs", "index_video",
-           "plan_segments", "run_batch"]
+           "plan_segments", "run_batch", "shutdown_workers"]

@@ -26,7 +26,22 @@ from .merge import merge_segments
 from .plan import plan_segments
 from .progress import JobProgress
 
-__all__ = ["BatchOptions", "JobError", "run_batch", "expand_inputs"]
+__all__ = ["BatchOptions", "JobError", "run_batch", "expand_inputs", "shutdown_workers"]
+
+# actors kept between jobs (BatchOptions.keep_workers): {(num_gpus, num_cpus): [(actor, info), ...]}
+_KEPT: Dict[tuple, list] = {}
+
+
+def shutdown_workers() -> None:
+    """Stop the actors that jobs run with ``keep_workers`` left running."""
+    import ray
+    for actors in _KEPT.values():
+        for a, _ in actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+    _KEPT.clear()
 
 
 class JobError(VsrError):
@@ -52,6 +67,7 @@ class BatchOptions:
     ext: str = ".mp4"
     quiet: bool = False
     start_timeout: float = 600.0            # seconds without any live worker before giving up
+    keep_workers: bool = False              # leave the actors running for the next job (shutdown_workers())
     faults: Optional[dict] = None           # tests: see SegmentWorker
     on_dispatch: Optional[Callable] = None  # tests: called (worker_info, job, segment, attempt) on each dispatch
     on_segment: Optional[Callable] = None   # tests: called (job, segment) after a segment is stored
@@ -263,10 +279,15 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
     replaced = 0
 
     def start_actor():
-        a = actor_cls.remote(opts.spec, opts.faults)
+        a = actor_cls.remote(opts.spec)
         starting[a.ready.remote()] = a
 
-    for _ in range(k):
+    pool_key = (gpus, opts.num_cpus)
+    kept = _KEPT.pop(pool_key, []) if not own else []
+    idle += kept[:k]
+    for a, _ in kept[k:]:
+        ray.kill(a, no_restart=True)
+    for _ in range(k - len(idle)):
         start_actor()
     last_alive = time.perf_counter()
     try:
@@ -276,7 +297,7 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                 job, seg = queue.popleft()
                 key = (job.output, seg.id)
                 attempts[key] = attempts.get(key, 0) + 1
-                task = {"path": job.source, "index": job.manifest["index"], "segment": seg.as_dict(), "src": job.src,
+                task = {"spec": opts.spec, "faults": opts.faults, "path": job.source, "index": job.manifest["index"], "segment": seg.as_dict(), "src": job.src,
                         "enc": opts.enc, "seg_format": "mp4" if job.fmt in ("mp4", "mov", "3gp", "ipod", "ismv")
                         else "matroska", "attempt": attempts[key]}
                 ref = actor.run.remote(task)
@@ -351,6 +372,10 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                 prog.note(f"wrote {job.output} ({time.perf_counter() - t:.2f} s merge)")
     finally:
         summary["workers_replaced"] = replaced
+        if opts.keep_workers and not own:
+            # busy ones too: their running task finishes (its result is dropped) before the next job's
+            _KEPT[pool_key] = list(idle) + [(v[0], v[1]) for v in busy.values()]
+            idle, busy = [], {}
         for a in [a for a, _ in idle] + list(starting.values()) + [v[0] for v in busy.values()]:
             try:
                 ray.kill(a, no_restart=True)

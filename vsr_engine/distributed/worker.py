@@ -233,42 +233,51 @@ def verify_segment(path: str, packets: List[list], pts: List[int]) -> None:
 
 
 class SegmentWorker:
-    """Loads the model once (``spec`` for :func:`build_engine`) and runs segments.
+    """Loads a model once and runs segments; ``spec`` (for :func:`build_engine`) is the model it starts with.
 
-    ``faults`` (tests only): ``{"raise": {seg_id: n}}`` raises in the first ``n`` attempts of a segment;
-    ``{"sleep": s}`` sleeps ``s`` seconds per output frame (so a test can act mid-segment)."""
+    A task may name another spec (a later job on a kept pool): engines are cached by spec, the last two kept.
+    ``faults`` in a task (tests only): ``{"raise": {seg_id: n}}`` raises in the first ``n`` attempts of a
+    segment; ``{"sleep": s}`` sleeps ``s`` seconds per output frame (so a test can act mid-segment)."""
 
-    def __init__(self, spec: dict, faults: Optional[dict] = None):
-        self.spec = dict(spec)
-        self.faults = faults or {}
-        self.engine = build_engine(self.spec)
+    def __init__(self, spec: Optional[dict] = None):
+        self._engines: "dict" = {}
+        if spec is not None:
+            self._engine(spec)
+
+    def _engine(self, spec: dict):
+        import json
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in self._engines:
+            while len(self._engines) >= 2:
+                self._engines.pop(next(iter(self._engines)))
+            self._engines[key] = build_engine(dict(spec))
+        return self._engines[key]
 
     def ready(self) -> dict:
         import socket
         return {"pid": os.getpid(), "host": socket.gethostname(), "node": _node_id()}
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def run(self, task: dict) -> dict:
-        """``task``: path, index (dict), segment (dict), src (colour/timing of the source), enc, seg_format,
-        attempt. Returns the verified segment: bytes, packets, frames, first/last PTS, sha256, seconds."""
+        """``task``: spec, path, index (dict), segment (dict), src (colour/timing of the source), enc, seg_format,
+        attempt, faults. Returns the verified segment: bytes, packets, frames, first/last PTS, sha256, seconds."""
         t0 = time.perf_counter()
         seg = Segment(**task["segment"])
         idx = task["index"] if isinstance(task["index"], FrameIndex) else FrameIndex.from_dict(task["index"])
-        n_raise = (self.faults.get("raise") or {}).get(seg.id, 0)
+        faults = task.get("faults") or {}
+        n_raise = (faults.get("raise") or {}).get(seg.id, 0)
         if task.get("attempt", 1) <= n_raise:
             raise SegmentError(f"injected fault in segment {seg.id} (attempt {task.get('attempt', 1)})")
-        sleep = float(self.faults.get("sleep", 0))
+        sleep = float(faults.get("sleep", 0))
+        engine = self._engine(task["spec"])
         src = task["src"]
         frames = decode_range(task["path"], idx, seg.ctx_start, seg.ctx_end, src.get("matrix"),
                               src.get("color_range"))
-        outs = upscale_range(self.engine, frames, seg.start - seg.ctx_start, seg.frames)
+        outs = upscale_range(engine, frames, seg.start - seg.ctx_start, seg.frames)
         if sleep:
             outs = _slowly(outs, sleep)
         pts = idx.pts[seg.start:seg.end]
         dur = idx.duration[seg.start:seg.end]
-        w, h = self.engine.output_size(src["width"], src["height"])
+        w, h = engine.output_size(src["width"], src["height"])
         ext = ".mp4" if task["seg_format"] == "mp4" else ".mkv"
         fd, tmp = tempfile.mkstemp(prefix=f"vsr_{seg.name}_", suffix=ext + ".tmp")
         os.close(fd)
