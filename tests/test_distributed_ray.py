@@ -162,6 +162,21 @@ def test_driver_stopped_then_resume(cluster, clips, tmp_path):
     check_output(out, clips["long"], 72)
 
 
+def test_cli_batch_on_the_cluster_address(cluster, clips, tmp_path):
+    """`vsr-engine batch ... --address` from another driver process, with a registered model (DSCVSR x2)."""
+    import subprocess
+    c, _ = cluster
+    cmd = [sys.executable, "-m", "vsr_engine.cli", "batch", clips["short"], "--out", str(tmp_path), "--address",
+           c.address, "--model", "dscvsr", "--scale", "2", "--window", "8", "--overlap", "2", "--segments", "2",
+           "--workers", "1", "--gpus-per-worker", "0", "--preset", "ultrafast", "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "wrote 1 output(s), 20 frames" in r.stdout and "2 segments" in r.stdout
+    out = str(tmp_path / "short.mp4")
+    check_output(out, clips["short"], 20, ids=False)
+    assert decoded(out)[2][0].shape == (72, 128, 3)   # 64x36 x2
+
+
 def test_node_removed(cluster, clips, tmp_path):
     """The worker node disappears while its actor runs a segment (runs last: the cluster keeps one node)."""
     c, node = cluster

@@ -261,13 +261,14 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
     t0 = time.perf_counter()
     own = False
     if not ray.is_initialized():
-        kw = dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-        if opts.address:
+        kw = dict(log_to_driver=False, logging_level="WARNING")
+        if opts.address:   # an existing cluster: resources and dashboard are its own
             ray.init(address=opts.address, **{**kw, **opts.ray_init})
         else:
-            ray.init(**{**kw, **opts.ray_init})
+            ray.init(**{**kw, "include_dashboard": False, **opts.ray_init})
         own = True
     summary["ray_start_seconds"] = time.perf_counter() - t0
+    t_pool = time.perf_counter()
     res = ray.cluster_resources()
     gpus = opts.num_gpus if opts.num_gpus is not None else (1 if res.get("GPU", 0) >= 1 else 0)
     k = opts.workers or (int(res.get("GPU", 0)) if gpus else 1) or 1
@@ -323,6 +324,7 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                 try:
                     info = ray.get(ref, timeout=60)
                     idle.append((actor, info))
+                    summary.setdefault("first_worker_seconds", time.perf_counter() - t_pool)
                     last_alive = time.perf_counter()
                 except ray_error as e:
                     start_failures.append(_one_line(e))
