@@ -22,13 +22,13 @@ def _ray_or_error():
 def cmd_batch(args) -> int:
     from .job import BatchOptions, run_batch
     from .plan import DEFAULT_SEGMENT_FRAMES  # noqa: F401
-    _ray_or_error()
     import os
     from ..video import VsrOutputError
     from .job import expand_inputs
     expand_inputs(args.inputs)          # cheap checks before choosing (and maybe loading) a model
     if not os.path.isdir(args.out):
         raise VsrOutputError(f"{args.out}: no such folder (create it first)")
+    _ray_or_error()
     if args.scale is not None and args.model == "auto":
         args.model = "dscvsr" if args.scale != 4 else "auto"
     model = args.model
