@@ -1,11 +1,11 @@
 """Distributed batch (vsr_engine.distributed): seam check, job overhead and merge time (CPU; not part of CI).
 
     python bench/bench_distributed.py seam        # Vid4 walk, official BasicVSR Vimeo-BI: segments of 10 frames
-                                                  # (context = the engine's overlap) vs one process, Y-PSNR
+                                                  # (context 2 x overlap, as batch) vs one process, Y-PSNR
     python bench/bench_distributed.py overhead    # a few hundred small frames: `batch` on a local Ray instance
                                                   # vs the single-process Engine in the same session
 
-Results go to bench/results/distributed_seam.json and bench/results/distributed_overhead.json.
+Results go to bench/results/distributed_seam_ctx<C>.json and bench/results/distributed_overhead.json.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def seam(args):
     lrs = [bi_degrade(g, 4) for g in gts]
     spec = {"model": "basicvsr", "variant": args.variant, "window": args.window, "overlap": args.overlap}
     eng = build_engine(spec)
-    ctx = args.context if args.context is not None else eng.overlap
+    ctx = args.context if args.context is not None else 2 * eng.overlap   # the batch default
     print(f"basicvsr {args.variant}: {len(gts)} frames; one process (window {eng.window}, overlap {eng.overlap}) vs "
           f"segments of {args.segment_frames} frames with {ctx} context frames each side; {_machine()}", flush=True)
     t0 = time.time()
@@ -75,7 +75,7 @@ def seam(args):
            "seconds_one_process": t_one, "seconds_segmented": t_seg, "machine": _machine()}
     print(f"segmented: {res['psnr_segmented']:.4f} dB, delta {res['delta_db']:+.4f} dB; worst frame {worst} "
           f"{d[worst]:+.4f} dB ({t_seg:.0f} s)")
-    _write(args.out or os.path.join(ROOT, "bench", "results", "distributed_seam.json"), res)
+    _write(args.out or os.path.join(ROOT, "bench", "results", f"distributed_seam_ctx{ctx}.json"), res)
 
 
 def _write(path, res):
@@ -94,7 +94,7 @@ def main(argv=None):
     s.add_argument("--variant", default="vimeo-bi")
     s.add_argument("--frames", type=int, default=0)
     s.add_argument("--segment-frames", type=int, default=10)
-    s.add_argument("--context", type=int, default=None, help="context frames each side (default: the overlap)")
+    s.add_argument("--context", type=int, default=None, help="context frames each side (default: 2 x overlap, as batch)")
     s.add_argument("--window", type=int, default=32)
     s.add_argument("--overlap", type=int, default=8)
     s.add_argument("--threads", type=int, default=1)
@@ -167,9 +167,10 @@ def overhead(args):
         eng.run(clip, os.path.join(d, "single.mp4"), **enc)
         t_single = time.time() - t0
     ctx = sum(sg["ctx_end"] - sg["ctx_start"] for sg in
-              [p.as_dict() for p in plan_segments(args.frames, segments=args.segments, left=8, right=8)])
+              [p.as_dict() for p in plan_segments(args.frames, segments=args.segments, left=16, right=16)])
     fixed = s["ray_start_seconds"] + s["plan_seconds"] + s.get("first_worker_seconds", 0) + s["merge_seconds"]
     res = {"frames": args.frames, "size": args.size, "segments": args.segments, "workers": args.workers,
+           "context": 16,
            "model": f"basicvsr random-init num_feat {args.num_feat} num_block {args.num_block} (window 32, overlap 8)",
            "batch_seconds": t_batch, "single_process_seconds": t_single, "single_model_load_seconds": t_load,
            "ray_start_seconds": s["ray_start_seconds"], "plan_seconds": s["plan_seconds"],

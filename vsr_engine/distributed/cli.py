@@ -82,7 +82,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--segments", type=int, default=None, help="split every video into N segments")
     g.add_argument("--segment-frames", type=int, default=None, help="frames per segment (default 300)")
-    s.add_argument("--context", type=int, default=None, help="context frames on each side (default: --overlap)")
+    s.add_argument("--context", type=int, default=None, help="context frames on each side (default: 2 x --overlap)")
     m = p.add_argument_group("model (as in upscale)")
     m.add_argument("--model", default="auto")
     m.add_argument("--scale", type=_scale_arg, default=None)
