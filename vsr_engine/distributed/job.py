@@ -301,7 +301,7 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                 job, seg = queue.popleft()
                 key = (job.output, seg.id)
                 attempts[key] = attempts.get(key, 0) + 1
-                task = {"spec": opts.spec, "faults": opts.faults, "path": job.source, "index": job.manifest["index"], "segment": seg.as_dict(), "src": job.src,
+                task = {"spec": opts.spec, "faults": opts.faults, "path": os.path.abspath(job.source), "index": job.manifest["index"], "segment": seg.as_dict(), "src": job.src,
                         "enc": opts.enc, "seg_format": "mp4" if job.fmt in ("mp4", "mov", "3gp", "ipod", "ismv")
                         else "matroska", "attempt": attempts[key]}
                 ref = actor.run.remote(task)
