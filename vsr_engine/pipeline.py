@@ -697,6 +697,7 @@ class StreamPipeline:
                 source_error = sf.error  # frames before it were processed; finish the output side cleanly
             except _StepFailed as sf:
                 step_error = sf.error  # (drain_on_step_error) outputs before it go to the sink, then it is raised
+                self._in.cancel()      # stops the source; the output side drains
             except RingCancelled:
                 if self._error is None:
                     raise
