@@ -13,7 +13,9 @@ made from real footage (``../shared/data/reds_lr_demo_000``, bicubic-upscaled to
   ``av.VideoFrame`` for the encoder (unstaging);
 * colour conversion, host path (swscale: 540p YUV -> RGB before the model, 4K RGB -> YUV after it) and the
   device path run on this CPU (``vsr_engine.colour`` in torch; on a GPU this is a few kernels);
-* libx264 encoding of 4K yuv420p at each preset (CRF 18), ``threads=1``: core-seconds per frame.
+* libx264 encoding of 4K yuv420p at each preset (CRF 18; ``PRESET:lossless`` = qp 0, what ``--lossless``
+  does), ``threads=1``: core-seconds per frame. The 4K frames are bicubic upscales (smooth), which encode faster
+  than real 4K detail: read the encode figures as a lower bound.
 
 Cores for 30 fps = 30 x (decode + staging in/out + encode per frame) core-seconds, with colour on the device
 (the pipeline) or on the host (the old path: + both swscale conversions); encoder threading is assumed to scale
@@ -106,13 +108,15 @@ def time_decode(path: str):
 
 
 def time_encode(frames_4k, preset: str, threads: int = 1) -> float:
-    """ms per frame for libx264 (CRF 18, ``preset``, ``threads``) over the given yuv420p 4K frames, flush included."""
+    """ms per frame for libx264 (CRF 18 or ``PRESET:lossless``, ``threads``) over yuv420p 4K frames, flush included."""
     import av
     with tempfile.TemporaryDirectory() as d:
         with av.open(os.path.join(d, "o.mkv"), "w") as c:
             s = c.add_stream("libx264", rate=30)
             s.width, s.height, s.pix_fmt = 3840, 2160, "yuv420p"
-            s.codec_context.options = {"crf": "18", "preset": preset, "threads": str(threads)}
+            name, _, mode = preset.partition(":")
+            rate = {"qp": "0"} if mode == "lossless" else {"crf": "18"}
+            s.codec_context.options = {**rate, "preset": name, "threads": str(threads)}
             t0 = time.process_time()
             for i, f in enumerate(frames_4k):
                 f.pts = i

@@ -59,6 +59,22 @@ def test_driver_does_not_synchronise_per_frame(monkeypatch, mode):
     assert per_window <= 2, (per_window, counter.calls[:20])
 
 
+def test_realbasicvsr_syncs_only_for_the_cleaning_stop_decision(monkeypatch):
+    """RealBasicVSR's cleaning loop decides on the host whether to clean again: one bool() per pass, at most
+    MAX_CLEANING_PASSES per window -- per window, not per frame."""
+    from vsr_engine.models.realbasicvsr import MAX_CLEANING_PASSES
+    window, n = 8, 24
+    model = load_model("realbasicvsr", weights=False, num_feat=8, num_propagation_blocks=1, num_cleaning_blocks=1)
+    eng = Engine(model, device="cpu", window=window, overlap=2)
+    counter = SyncCounter(monkeypatch, threading.get_ident())
+    s = eng.run(_frames(n), lambda f: None)
+    monkeypatch.undo()
+    assert s.frames_out == n
+    bools = counter.calls.count("__bool__")
+    assert 1 <= bools / (n // window) <= MAX_CLEANING_PASSES, counter.calls[:20]
+    assert len(counter.calls) - bools <= 1, counter.calls[:20]   # once per run: the input ring's numpy view
+
+
 def test_driver_does_not_synchronise_per_frame_video_to_video(tmp_path, monkeypatch):
     """YUV planes in (converted to RGB by the step), yuv420p out (converted before the download), resumable
     sink (the carried state is cloned on the device per window and brought to the host on the sink thread)."""
