@@ -89,3 +89,17 @@ def test_encoder_threads_and_lossless(tmp_path):
         assert s.frames_out == 6 and probe(out)["n"] == 6
         sizes[name] = out.stat().st_size
     assert sizes["lossless"] > sizes["lossy"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_engine_matches_cpu(tmp_path):
+    """CUDA path (pinned rings, copy streams, device YUV): fp32 output equals the CPU's within rounding, and fp16
+    (the CUDA default) stays close."""
+    src = tmp_path / "in.mp4"
+    make_video(src, n=10, w=32, h=24)
+    ref = list(Engine(tiny(), device="cpu", window=4, overlap=2).run(str(src)))
+    got = list(Engine(tiny(), device="cuda", dtype="fp32", window=4, overlap=2).run(str(src)))
+    half = list(Engine(tiny(), device="cuda", window=4, overlap=2).run(str(src)))
+    assert len(got) == len(half) == len(ref) == 10
+    assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(got, ref)) <= 2
+    assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(half, ref)) <= 24

@@ -43,11 +43,14 @@ def _frames(n, w=16, h=12):
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
-@pytest.mark.parametrize("mode", ["split", "blackbox"])
-def test_driver_does_not_synchronise_per_frame(monkeypatch, mode):
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("mode,device", [("split", "cpu"), ("blackbox", "cpu"), pytest.param("split", "cuda", marks=_CUDA)])
+def test_driver_does_not_synchronise_per_frame(monkeypatch, mode, device):
     window, n = 8, 32
     model = load_model("basicvsr", weights=False, num_feat=8, num_block=1)
-    eng = Engine(model, device="cpu", window=window, overlap=2, mode=mode)
+    eng = Engine(model, device=device, window=window, overlap=2, mode=mode)
     got = []
     counter = SyncCounter(monkeypatch, threading.get_ident())
     s = eng.run(_frames(n), got.append)          # the caller's thread drives the pipeline
