@@ -32,7 +32,6 @@ import statistics
 import sys
 import tempfile
 import time
-from fractions import Fraction
 
 import numpy as np
 import torch

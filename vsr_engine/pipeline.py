@@ -23,6 +23,9 @@
   device (``vsr_engine.colour``), ``OutputFrame.from_rgb(..., fmt='yuv420p')`` converts back before the D2H.
 * Without CUDA (or ``device='cpu'``) the same code runs with no streams or events: the CPU path is what the
   tests exercise; the CUDA branches are marked ``if self._cuda``.
+* A step may return a generator: its outputs are produced and queued one at a time (a window's burst never sits
+  on the device at once). Sources may wrap frames in :class:`SourceFrame` to pass their own frame info and
+  colour tags through to the step. ``vsr_engine.engine.Engine`` drives every run through this class.
 
 Errors: an exception in the source ends the stream after the frames decoded before it (they are processed and
 sunk, the step is not flushed) and is re-raised by ``run``; an exception in the step or the sink aborts
@@ -36,7 +39,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch

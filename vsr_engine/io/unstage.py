@@ -8,7 +8,7 @@ BT.601 / BT.709 / BT.2020 matrix gets its frames converted on the device (``vsr_
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 from .stage import STAGED_YUV_FORMATS, _DEVICE_MATRICES
 
