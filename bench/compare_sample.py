@@ -36,8 +36,10 @@ def main(argv=None):
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("extra", nargs="*", help="extra arguments for upscale (after --)")
-    a = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    a.extra = extra
     times = {"old": [], "new": []}
     with tempfile.TemporaryDirectory() as d:
         for i in range(a.rounds):
