@@ -53,6 +53,7 @@ from .summary import RunSummary, _PeakMemory, stage_times
 from .video import FrameInfo, VsrError, VsrInputError, VsrOutputError, open_sink, open_source  # noqa: F401
 from .io.sinks import _Sink
 from .window import BlackBox, SplitBidirectional, keep_fp32, unwrap
+from .window import _BlackBox, _SplitBidirectional, _unwrap, _flow_warp  # noqa: F401 (old names)
 
 __all__ = ["Engine", "RunSummary", "VsrError", "VsrInputError", "VsrOutputError", "DEFAULT_WINDOW",
            "DEFAULT_OVERLAP", "resolve_device", "resolve_dtype"]
