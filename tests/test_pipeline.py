@@ -402,3 +402,26 @@ def test_window_burst_does_not_stall_the_driver(host_backend):
     w.join(10)
     assert st.frames_out == 24
     assert watcher_done and watcher_done[0] >= 16  # the driver computed the 2nd window with the sink blocked
+
+
+def test_step_error_drains_earlier_outputs_when_asked(host_backend):
+    """drain_on_step_error: outputs produced before the failing step (here lazily, by generator steps) all
+    reach the sink, in order, then the error is raised; the source is stopped."""
+    produced = [0]
+
+    def frames():
+        for f in rgb_frames(10 ** 6):
+            produced[0] += 1
+            yield f
+
+    def step(fr):
+        if fr.info.index == 5:
+            raise ZeroDivisionError("step failed")
+        return (d for d in [fr.data])
+
+    sink = Collect()
+    with pytest.raises(ZeroDivisionError):
+        StreamPipeline(step, sink, device="cpu", in_slots=2, out_slots=2, host_backend=host_backend,
+                       drain_on_step_error=True).run(frames())
+    assert [seq for seq, *_ in sink.items] == [0, 1, 2, 3, 4] and produced[0] < 50
+    assert _no_pipeline_threads()

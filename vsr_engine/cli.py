@@ -182,13 +182,23 @@ def cmd_upscale(args) -> int:
     prog = _Progress(quiet=args.quiet)
     try:
         summary = engine.run(inp, outp, resume=args.resume, force=args.force, fps=args.fps, progress=prog,
-                             codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+                             **_encoding(args))
     finally:
         prog.end()
     for wmsg in summary.warnings:
         _eprint(f"{PROG}: warning: {wmsg}")
     print(f"wrote {summary.output}: {summary.line()}")
     return 0 if summary.complete else EXIT_INCOMPLETE
+
+
+def _encoding(args) -> dict:
+    """Encoder keyword arguments for Engine.run from the encoding flags."""
+    crf, options = args.crf, {}
+    preset = args.preset or ("ultrafast" if args.lossless else "medium")
+    if args.lossless:
+        crf, options = None, {"qp": "0"}
+    return {"codec": args.codec, "crf": crf, "preset": preset, "pix_fmt": args.pix_fmt, "options": options or None,
+            "encoder_threads": args.encoder_threads or None}
 
 
 def _scale_arg(text: str) -> float:
@@ -216,7 +226,7 @@ def _add_upscale(sp, common):
     g.add_argument("--variant", default=None, help="official weights variant (e.g. reds4, vimeo-bi, vimeo-bd)")
     g.add_argument("--weights", default=None, help="checkpoint file (BasicSR, mmagic or safetensors)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--dtype", default=None, help="fp32 (default), fp16, bf16")
+    g.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)")
     g.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=f"frames per window at most (default {DEFAULT_WINDOW}); a smaller one is used when the frames "
                         "would not fit in free memory")
@@ -231,7 +241,14 @@ def _add_upscale(sp, common):
     e = p.add_argument_group("encoding")
     e.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     e.add_argument("--crf", type=float, default=18, help="constant rate factor (default 18)")
-    e.add_argument("--preset", default="medium", help="encoder preset (default medium)")
+    e.add_argument("--preset", default=None,
+                   help="encoder preset (default medium; at 4K the encoder is the bottleneck: see README "
+                        "'Host-side budget' for the cores each preset needs)")
+    e.add_argument("--encoder-threads", type=int, default=0,
+                   help="encoder threads (default 0: the encoder's own choice, about 1.5 x cores for libx264)")
+    e.add_argument("--lossless", action="store_true",
+                   help="libx264 lossless (qp 0, preset ultrafast unless --preset): the fastest libx264 mode, "
+                        "large files, for an intermediate to re-encode later")
     e.add_argument("--pix-fmt", default=None,
                    help="pixel format (default: the input's bit depth kept -- yuv420p10le for 10-bit and deeper "
                         "input, yuv420p otherwise; HDR10 metadata is kept with libx264/libx265)")

@@ -26,7 +26,8 @@ All arithmetic is fp32 (whatever the input or output dtype); outputs are rounded
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import functools
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -79,6 +80,14 @@ def rgb_to_yuv_matrix(matrix: str = "bt709") -> torch.Tensor:
     return torch.tensor([[kr, kg, kb],
                          [-kr / (2.0 * (1.0 - kb)), -kg / (2.0 * (1.0 - kb)), 0.5],
                          [0.5, -kg / (2.0 * (1.0 - kr)), -kb / (2.0 * (1.0 - kr))]], dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _coeffs(matrix: str, inverse: bool) -> List[List[float]]:
+    """The 3x3 matrix as Python floats (fp32-rounded), computed once per matrix: converting a frame never
+    reads a tensor back to the host."""
+    m = yuv_to_rgb_matrix(matrix) if inverse else rgb_to_yuv_matrix(matrix)
+    return m.to(torch.float32).tolist()
 
 
 def _quant(color_range: str, bit_depth: int) -> Tuple[float, float, float, float]:
@@ -202,7 +211,7 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, matrix: str
     cr = (_codes(v) - co) * (1.0 / cs)
     cb = upsample_chroma(cb, (h, w), chroma_loc, upsample)
     cr = upsample_chroma(cr, (h, w), chroma_loc, upsample)
-    m = yuv_to_rgb_matrix(matrix).to(torch.float32).tolist()
+    m = _coeffs(_matrix_name(matrix), True)
     r = yf + m[0][2] * cr
     g = yf + m[1][1] * cb + m[1][2] * cr
     b = yf + m[2][1] * cb
@@ -228,7 +237,7 @@ def rgb_to_yuv(rgb: torch.Tensor, *, matrix: str = "bt709", color_range: str = "
         raise ValueError(f"subsampling must be one of {sorted(_SUBSAMPLING)}, got {subsampling!r}")
     x = rgb.to(torch.float32).clamp(0.0, 1.0)
     r, g, b = x.unbind(-3)
-    m = rgb_to_yuv_matrix(matrix).to(torch.float32).tolist()
+    m = _coeffs(_matrix_name(matrix), False)
     yv = m[0][0] * r + m[0][1] * g + m[0][2] * b
     cb = m[1][0] * r + m[1][1] * g + m[1][2] * b
     cr = m[2][0] * r + m[2][1] * g + m[2][2] * b

@@ -15,6 +15,20 @@ Windows
     With ``window`` or ``overlap`` covering the whole clip the result equals whole-sequence processing.
     Memory holds at most ``window + overlap`` low-resolution frames and their features, never the video.
 
+Pipeline
+    Every run goes through :class:`~vsr_engine.pipeline.StreamPipeline`, on CPU and CUDA alike::
+
+        decode thread -> source thread: stage planes into the (pinned) input ring (C++, GIL released)
+        driver (caller) thread: H2D on a copy stream -> YUV->RGB on the device (the stream's matrix/range)
+            -> window step (forward state, flow cache and backward features stay on the device)
+            -> RGB->YUV in the output pixel format on the device
+        download thread: D2H into pinned output slots on a second stream
+        sink thread: encode (or PNG / callable / iterator), window commits for resume, progress
+
+    The driver never waits for the host per frame (no ``.cpu()``, ``.item()`` or synchronize); on CPU the same
+    code runs without streams and events. ``RunSummary.stages`` has each stage's busy time and ``bound_by``
+    names the busiest.
+
 Resume
     At each window end a resumable sink (video file, frame folder) commits the frames written so far together
     with the carried state (forward feature and last input frame, a few MB), so an interrupted run continues
@@ -22,20 +36,25 @@ Resume
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import sys
+import queue
 import threading
 import time
-from collections import OrderedDict
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from . import memory as _memory
+from .io.stage import open_staged_source, staged_frames
+from .io.unstage import deliver, device_output_format
+from .pipeline import OutputFrame, StreamPipeline
+from .summary import RunSummary, _PeakMemory, stage_times
 from .video import FrameInfo, VsrError, VsrInputError, VsrOutputError, open_sink, open_source  # noqa: F401
+from .io.sinks import _Sink
+from . import memory as _memory
+from .window import BlackBox, SplitBidirectional, keep_fp32, unwrap
+from .window import _BlackBox, _SplitBidirectional, _unwrap, _flow_warp  # noqa: F401 (old names)
 
 __all__ = ["Engine", "RunSummary", "VsrError", "VsrInputError", "VsrOutputError", "DEFAULT_WINDOW",
            "DEFAULT_OVERLAP", "resolve_device", "resolve_dtype"]
@@ -43,6 +62,9 @@ __all__ = ["Engine", "RunSummary", "VsrError", "VsrInputError", "VsrOutputError"
 # Chosen from bench/bench_window.py on Vid4 walk (official BasicVSR Vimeo-BI): see README "Streaming".
 DEFAULT_WINDOW = 32
 DEFAULT_OVERLAP = 8
+# Default dtype on CUDA: fp16 (bench/bench_fidelity.py: fp16 vs fp32 RGB PSNR >= 50 dB on real frames with the
+# official BasicVSR weights, SPyNet kept fp32); CPU stays fp32 (torch's CPU fp16 convolutions are slow).
+CUDA_DEFAULT_DTYPE = torch.float16
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
            "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
@@ -62,9 +84,12 @@ def resolve_device(device=None) -> torch.device:
 
 
 def resolve_dtype(dtype=None, device: Optional[torch.device] = None) -> torch.dtype:
+    """``None``/``auto``: fp16 on CUDA, fp32 elsewhere; else fp32 / fp16 / bf16 by name."""
     if dtype is None or str(dtype) == "auto":
-        return torch.float32
+        return CUDA_DEFAULT_DTYPE if (device is not None and torch.device(device).type == "cuda") else torch.float32
     if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise VsrInputError(f"unsupported dtype {dtype}; choose from fp32, fp16, bf16")
         return dtype
     d = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
     if d is None:
@@ -72,265 +97,22 @@ def resolve_dtype(dtype=None, device: Optional[torch.device] = None) -> torch.dt
     return d
 
 
-@dataclasses.dataclass
-class RunSummary:
-    """What :meth:`Engine.run` did."""
-    frames_in: int = 0                 # input frames seen (including frames already done before a resume)
-    frames_out: int = 0                # output frames delivered (ditto)
-    frames_computed: int = 0           # frames super-resolved in this run
-    resumed_from: int = 0              # frames taken from an earlier interrupted run
-    seconds: float = 0.0
-    fps: float = 0.0                   # frames_computed / seconds
-    peak_memory_bytes: int = 0         # CUDA: peak allocated on the device; CPU: peak process RSS
-    peak_memory_increase_bytes: int = 0  # peak minus the level at the start of the run
-    memory_kind: str = ""
-    device: str = ""
-    dtype: str = ""
-    window: int = 0
-    overlap: int = 0
-    input_size: Tuple[int, int] = (0, 0)
-    output_size: Tuple[int, int] = (0, 0)
-    output: Optional[str] = None
-    warnings: List[str] = dataclasses.field(default_factory=list)
-    complete: bool = True              # False when the input was damaged/truncated (what decoded was upscaled)
-    window_used: int = 0               # window the memory plan chose (<= window), after any back-off
-    tiles: str = ""                    # spatial tiles ("2x3") when the frame did not fit, else ""
-    backoffs: List[str] = dataclasses.field(default_factory=list)  # allocation failures recovered from
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def __getitem__(self, k):
-        return getattr(self, k)
-
-    def line(self) -> str:
-        mem = self.peak_memory_bytes / 2 ** 20
-        s = (f"{self.frames_out} frames ({self.input_size[0]}x{self.input_size[1]} -> {self.output_size[0]}x"
-             f"{self.output_size[1]}) in {self.seconds:.1f} s, {self.fps:.2f} fps, peak memory {mem:.0f} MiB "
-             f"({self.memory_kind}) on {self.device}")
-        if self.window_used:
-            s += f"; window {self.window_used}" + (f", tiles {self.tiles}" if self.tiles else "")
-        if self.backoffs:
-            s += f" after {len(self.backoffs)} out-of-memory back-off(s)"
-        if self.resumed_from:
-            s += f"; resumed after {self.resumed_from} frames"
-        if not self.complete:
-            s += "; INPUT INCOMPLETE (see warning)"
-        return s
-
-
-class _PeakMemory:
-    """Peak memory during a run: CUDA allocator peak, or process RSS sampled on a thread (CPU)."""
-
-    def __init__(self, device: torch.device, interval: float = 0.005):
-        self.device = device
-        self.interval = interval
-        self.kind = "cuda allocated" if device.type == "cuda" else "process RSS"
-        self.start = self.peak = 0
-        self._stop = threading.Event()
-        self._t: Optional[threading.Thread] = None
-
-    @staticmethod
-    def rss() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, AttributeError):  # not Linux
-            import resource
-            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            return int(r if sys.platform == "darwin" else r * 1024)
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = self.peak = torch.cuda.memory_allocated(self.device)
-        else:
-            self.start = self.peak = self.rss()
-            self._t = threading.Thread(target=self._sample, name="vsr-mem", daemon=True)
-            self._t.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(self.interval):
-            r = self.rss()
-            if r > self.peak:
-                self.peak = r
-
-    def sample(self):
-        if self.device.type != "cuda":
-            r = self.rss()
-            if r > self.peak:
-                self.peak = r
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
-        else:
-            self._stop.set()
-            if self._t is not None:
-                self._t.join()
-            self.sample()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The window processors
-# ---------------------------------------------------------------------------------------------------------------
-def _unwrap(model: nn.Module):
-    """(bidirectional core, cleaner or None) for BasicVSR-like models, else (None, None)."""
-    from .models.basicvsr import BasicVSR
-    from .models.dscvsr import DSCVSR
-    from .models.realbasicvsr import RealBasicVSR
-    if isinstance(model, DSCVSR):
-        return model, None
-    if isinstance(model, RealBasicVSR):
-        return model.basicvsr, model
-    if isinstance(model, BasicVSR):
-        return model, None
-    need = ("spynet", "propagate", "upsample", "backward_trunk", "forward_trunk", "num_feat")
-    if all(hasattr(model, a) for a in need):
-        return model, None
-    return None, None
-
-
-class _SplitBidirectional:
-    """BasicVSR-style model run window by window: exact carried forward state, lookahead-limited backward."""
-
-    def __init__(self, core, cleaner=None, max_flow_cache: int = 64):
-        self.core = core
-        self.cleaner = cleaner
-        self.feat_f: Optional[torch.Tensor] = None   # forward feature of the last emitted frame
-        self.prev_x: Optional[torch.Tensor] = None   # its (cleaned) input frame (1, 3, h, w)
-        self.flow_cache: "OrderedDict[int, torch.Tensor]" = OrderedDict()  # backward flow of pair (i, i+1)
-        self.max_flow_cache = max_flow_cache
-
-    def reset(self):
-        self.feat_f = self.prev_x = None
-        self.flow_cache.clear()
-
-    def state(self) -> Optional[dict]:
-        """Everything the next window depends on (so a resumed run is identical to an uninterrupted one)."""
-        if self.feat_f is None:
-            return None
-        st = {"feat_f": self.feat_f, "prev_x": self.prev_x}
-        if self.flow_cache:
-            keys = sorted(self.flow_cache)
-            st["flow_index"] = torch.tensor(keys, dtype=torch.int64)
-            st["flows"] = torch.cat([self.flow_cache[k] for k in keys])
-        return st
-
-    def load_state(self, st: dict, device, dtype):
-        self.feat_f = st["feat_f"].to(device, dtype)
-        self.prev_x = st["prev_x"].to(device, dtype)
-        self.flow_cache.clear()
-        if "flows" in st:
-            for k, f in zip(st["flow_index"].tolist(), st["flows"]):
-                self.flow_cache[int(k)] = f.unsqueeze(0).to(device, dtype)
-
-    def left_context(self) -> int:
-        return 0
-
-    def process(self, x: torch.Tensor, s: int, n_emit: int, left: int = 0) -> Iterator[Tuple[int, torch.Tensor]]:
-        """``x``: (1, L, 3, h, w) frames ``s .. s+L-1``; yields ``(i, output (3, sH, sW))`` for frames
-        ``s .. s+n_emit-1`` one at a time (so at most one output frame is alive)."""
-        core = self.core
-        L = x.shape[1]
-        if self.cleaner is not None:
-            x, _ = self.cleaner.clean(x)
-        # backward flows of pairs (i, i+1), i in [s, s+L-1): reuse those computed as lookahead last time
-        need = [i for i in range(s, s + L - 1) if i not in self.flow_cache]
-        if need:
-            a = torch.cat([x[:, i - s] for i in need])
-            b = torch.cat([x[:, i - s + 1] for i in need])
-            fl = core.spynet(a, b)
-            for k, i in enumerate(need):
-                self.flow_cache[i] = fl[k:k + 1]
-        flows_b = (torch.stack([self.flow_cache[i][0] for i in range(s, s + L - 1)]).unsqueeze(0)
-                   if L > 1 else None)
-        dsc = hasattr(core, "backward_rf")  # DSCVSR: filling parity needs absolute indices, its own step/upsample
-        if dsc:
-            feats_b = core.propagate(x, flows_b, core.backward_rf, core.backward_fill, backward=True,
-                                     first_index=s)[0][:n_emit]
-        else:
-            feats_b = core.propagate(x, flows_b, core.backward_trunk, backward=True)[:n_emit]
-        for i in [k for k in self.flow_cache if k < s + n_emit]:
-            del self.flow_cache[i]
-        while len(self.flow_cache) > self.max_flow_cache:
-            self.flow_cache.popitem(last=False)
-        # forward flows (i -> i-1) for the emitted frames, the first one from the carried previous frame
-        cur = [x[:, k] for k in range(n_emit)]
-        prevs = ([self.prev_x] if self.prev_x is not None else []) + cur[:-1]
-        tgt = cur if self.prev_x is not None else cur[1:]
-        flows_f = core.spynet(torch.cat(tgt), torch.cat(prevs)) if tgt else None
-        feat = self.feat_f
-        off = 0 if self.prev_x is not None else 1
-        for k in range(n_emit):
-            flow = flows_f[k - off:k - off + 1] if feat is not None else None
-            if dsc:
-                feat = core.step(x[:, k], feat, flow, core.forward_rf, core.forward_fill, s + k)[0]
-                out = core.reconstruct(x[:, k], feats_b[k], feat, core.scale)
-            else:
-                if feat is not None:
-                    feat = _flow_warp(feat, flow)
-                feat = core.propagate(x[:, k:k + 1], None, core.forward_trunk, backward=False, feat=feat)[0]
-                out = core.upsample(x[:, k], feats_b[k], feat)
-            feats_b[k] = None
-            self.feat_f = feat
-            self.prev_x = x[:, k]
-            yield s + k, out[0]
-
-
-def _flow_warp(feat: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    from . import ops
-    return ops.flow_warp(feat, flow.permute(0, 2, 3, 1))
-
-
-class _BlackBox:
-    """Any (N, T, 3, H, W) -> (N, T, 3, sH, sW) module: symmetric context of ``overlap`` frames."""
-
-    def __init__(self, model: nn.Module, overlap: int):
-        self.model = model
-        self.overlap = overlap
-
-    def reset(self):
-        pass
-
-    def state(self):
-        return None
-
-    def load_state(self, st, device, dtype):
-        pass
-
-    def left_context(self) -> int:
-        return self.overlap
-
-    def process(self, x: torch.Tensor, s: int, n_emit: int, left: int = 0) -> Iterator[Tuple[int, torch.Tensor]]:
-        y = self.model(x)
-        if y.dim() != 5 or y.shape[1] != x.shape[1]:
-            raise VsrError(f"model returned shape {tuple(y.shape)} for input {tuple(x.shape)}; expected "
-                           "(N, T, 3, sH, sW)")
-        for k in range(n_emit):
-            yield s + k, y[0, left + k]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Engine
-# ---------------------------------------------------------------------------------------------------------------
 class Engine:
     """Streaming video super-resolution.
 
     ``model``: a registered name (``vsr_engine.model_names()``) or a built ``nn.Module`` taking (N, T, 3, H, W)
     RGB in [0, 1]. ``weights``: checkpoint path, ``None`` for the official weights (``variant``), ``False``
-    for random init (tests). ``device``: default CUDA when available, else CPU. ``dtype``: fp32 (default),
-    fp16, bf16. ``window``/``overlap``: see the module docstring. ``mode``: ``auto`` (split for BasicVSR-style
-    models, else black box), ``split`` or ``blackbox`` (symmetric context windows, for comparison).
-    Extra keyword arguments go to the model.
+    for random init (tests). ``device``: default CUDA when available, else CPU. ``dtype``: fp32, fp16, bf16
+    (default fp16 on CUDA, fp32 on CPU); in fp16/bf16 SPyNet stays fp32 (``spynet_fp32``), flow-warp coordinates
+    and the output clamp/round are fp32. ``window``/``overlap``: see the module docstring. ``mode``: ``auto``
+    (split for BasicVSR-style models, else black box), ``split`` or ``blackbox`` (symmetric context windows,
+    for comparison). Extra keyword arguments go to the model.
     """
 
     def __init__(self, model: Union[str, nn.Module] = "realbasicvsr", weights=None, device=None, dtype=None,
                  window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, variant: Optional[str] = None,
-                 queue_size: int = 8, mode: str = "auto", tile: Optional[int] = None, memory_limit=None,
-                 **model_kwargs):
+                 queue_size: int = 8, mode: str = "auto", spynet_fp32: bool = True, tile: Optional[int] = None,
+                 memory_limit=None, **model_kwargs):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         window, overlap = int(window), int(overlap)
@@ -353,22 +135,23 @@ class Engine:
             self.model_name = str(model).lower()
             self.model = load_model(self.model_name, weights=weights, variant=variant, **model_kwargs)
         self.variant = variant
-        self.model = self.model.eval().to(self.device, self.dtype)
+        self.spynet_fp32 = bool(spynet_fp32)
+        self.model = keep_fp32(self.model.eval().to(self.device), self.dtype, self.spynet_fp32)
         for p in self.model.parameters():
             p.requires_grad_(False)
         sc = getattr(self.model, "scale", None)
         self.scale = (int(sc) if float(sc).is_integer() else float(sc)) if sc else None
-        core, cleaner = _unwrap(self.model)
+        core, cleaner = unwrap(self.model)
         if mode not in ("auto", "split", "blackbox"):
             raise VsrInputError(f"unknown mode {mode!r}; choose auto, split or blackbox")
         if mode == "split" and core is None:
             raise VsrInputError(f"{type(self.model).__name__} is not a BasicVSR-style model; it can only run as a "
                                 "black box")
         if core is not None and mode != "blackbox":
-            self._proc = _SplitBidirectional(core, cleaner)
+            self._proc = SplitBidirectional(core, cleaner)
             self.mode = "split"
         else:
-            self._proc = _BlackBox(self.model, overlap)
+            self._proc = BlackBox(self.model, overlap)
             self.mode = "blackbox"
         self.last_summary: Optional[RunSummary] = None
 
@@ -401,17 +184,21 @@ class Engine:
     def run(self, source, sink=None, *, resume: bool = False, force: bool = False, fps=None,
             progress: Optional[Callable[[int, Optional[int], float], None]] = None,
             codec: str = "libx264", crf: Optional[float] = 18, preset: Optional[str] = "medium",
-            pix_fmt: Optional[str] = None, options: Optional[dict] = None, copy_streams: bool = True):
+            pix_fmt: Optional[str] = None, options: Optional[dict] = None, copy_streams: bool = True,
+            encoder_threads: Optional[int] = None):
         """Upscale ``source`` (video path, image folder, PyAV input container, or iterable of frames).
 
         Without ``sink``: returns an iterator of output frames (H*s x W*s x 3 uint8 RGB), produced as they are
         ready; ``self.last_summary`` is set when it is exhausted. With ``sink`` (video path, folder path for PNG
         frames, or a callable taking each frame): writes there and returns a :class:`RunSummary`.
-        ``progress(done, total_or_None, seconds)`` is called after every frame.
-        Encoding options (``codec``, ``crf``, ``preset``, ``pix_fmt``, ``options``) apply to video sinks.
+        ``progress(done, total_or_None, seconds)`` is called after every frame (on the sink thread).
+        Encoding options (``codec``, ``crf``, ``preset``, ``pix_fmt``, ``options``, ``encoder_threads``: the
+        encoder's threads, 0 = its default) apply to video sinks.
         """
         if sink is None:
             return self._iter(source, fps=fps, progress=progress)
+        if encoder_threads is not None:
+            options = {**(options or {}), "threads": str(int(encoder_threads))}
         inputs = [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else []
         sink_obj = open_sink(sink, inputs=inputs, force=force, resume=resume, settings=self.settings(),
                              codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, options=options,
@@ -422,19 +209,48 @@ class Engine:
         """Convenience: a list of frames in, the list of output frames out."""
         return list(self.run(frames))
 
+    def _step_window(self, proc, x: torch.Tensor, s: int, n_emit: int,
+                     left: int) -> Iterator[Tuple[int, torch.Tensor]]:
+        """The one place a window is stepped: frames ``x`` (1, L, 3, h, w) starting at ``s - left`` through this
+        run's processor ``proc`` (the memory governor around ``self._proc``: window size, tiles, back-off);
+        yields ``(index, (3, sH, sW))`` for frames ``s .. s + n_emit - 1``."""
+        return proc.process(x, s, n_emit, left=left)
+
     # -- driving -------------------------------------------------------------------------------------------
+    def _open(self, source, start: int, fps):
+        left = self._proc.left_context()
+        return open_staged_source(source, start=max(0, start - left) if start else 0, fps=fps,
+                                  queue_size=self.queue_size)
+
     def _iter(self, source, fps=None, progress=None) -> Iterator[np.ndarray]:
+        """Iterator output: the pipeline runs on a driver thread; frames come through a small queue."""
         summary = RunSummary()
-        src = open_source(source, fps=fps, queue_size=self.queue_size)
-        out: List[Tuple[np.ndarray, FrameInfo]] = []
+        src = self._open(source, 0, fps)
+        stop = threading.Event()
+        q: "queue.Queue" = queue.Queue(maxsize=2)
+        sink = _QueueSink(q, stop)
+
+        def work():
+            try:
+                self._pipeline(src, sink, 0, None, summary, progress)
+                item = _END
+            except BaseException as e:  # re-raised in the consumer
+                item = e
+            _put(q, item, stop)
+
+        th = threading.Thread(target=work, name="vsr-driver", daemon=True)
+        th.start()
         try:
-            with _PeakMemory(self.device) as mem:
-                t0 = time.perf_counter()
-                for item in self._process(src, 0, None, summary, mem, t0, progress):
-                    if item[0] == "frame":
-                        yield item[1]
-                self._finish_summary(summary, src, mem, t0)
+            while True:
+                item = q.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
+            stop.set()
+            th.join()
             src.close()
             self.last_summary = summary
 
@@ -443,35 +259,16 @@ class Engine:
         start, carry = sink.resume_point()
         src = None
         try:
-            src = open_source(source, start=max(0, start - self._proc.left_context()) if start else 0, fps=fps,
-                              queue_size=self.queue_size)
+            src = self._open(source, start, fps)
             sink.prepare(src.info)
-            with _PeakMemory(self.device) as mem:
-                t0 = time.perf_counter()
-                opened = False
-                for item in self._process(src, start, carry, summary, mem, t0, progress,
-                                          want_state=getattr(sink, "resumable", False)):
-                    kind = item[0]
-                    if kind == "open":
-                        sink.open(src.info, *item[1])
-                        opened = True
-                    elif kind == "frame":
-                        sink.write(item[1], item[2])
-                    elif kind == "window":
-                        sink.commit(item[1], item[2])
-                        hook = type(self)._after_window
-                        if hook is not None:
-                            hook(item[1])
-                if not opened:
-                    sink.open(src.info, *summary.output_size)
-                self._finish_summary(summary, src, mem, t0)
-                if summary.frames_out == 0:
-                    raise VsrInputError(f"{getattr(src.info, 'path', None) or 'input'}: no frames to upscale"
-                                        + (f" after frame {start}" if start else ""))
-                summary.output = sink.finish()
-                warn = getattr(sink, "copy_warning", None)
-                if warn:
-                    summary.warnings.append(warn)
+            self._pipeline(src, sink, start, carry, summary, progress, want_state=getattr(sink, "resumable", False))
+            if summary.frames_out == 0:
+                raise VsrInputError(f"{getattr(src.info, 'path', None) or 'input'}: no frames to upscale"
+                                    + (f" after frame {start}" if start else ""))
+            summary.output = sink.finish()
+            warn = getattr(sink, "copy_warning", None)
+            if warn:
+                summary.warnings.append(warn)
         except BaseException as e:
             sink.abort(e)
             raise
@@ -480,6 +277,43 @@ class Engine:
                 src.close()
             self.last_summary = summary
         return summary
+
+    def _pipeline(self, src, sink, start: int, carry: Optional[dict], summary: RunSummary, progress,
+                  want_state: bool = False) -> None:
+        """One run: frames of ``src`` through the window step into ``sink``, with ``summary`` filled in."""
+        proc = _memory.Governor(self._proc, device=self.device, dtype=self.dtype, window=self.window,
+                                overlap=self.overlap, scale=self.scale, tile=self.tile,
+                                memory_limit=self.memory_limit, summary=summary)
+        proc.reset()
+        summary.device, summary.dtype = str(self.device), str(self.dtype).replace("torch.", "")
+        summary.window, summary.overlap = self.window, self.overlap
+        summary.resumed_from = summary.frames_out = summary.frames_in = start
+        if carry is not None:
+            proc.load_state(carry, self.device, self.dtype)
+        info = src.info
+        if getattr(info, "width", None) and getattr(info, "height", None):
+            summary.input_size = (info.width, info.height)
+            if self.scale:
+                summary.output_size = self.output_size(info.width, info.height)
+        fmt, colour_kw = device_output_format(sink)
+        step = _WindowStep(self, proc, summary, start, fmt, colour_kw, want_state)
+        with _PeakMemory(self.device) as mem:
+            t0 = time.perf_counter()
+            writer = _SinkSide(self, sink, src, summary, progress, t0, mem)
+            cuda = self.device.type == "cuda"
+            pipe = StreamPipeline(step, writer, flush=step.flush, device=self.device, in_slots=3, out_slots=3,
+                                  drain_on_step_error=True,
+                                  pending_outputs=max(2, self.window if cuda else min(self.window, 8)),
+                                  profile=cuda)
+            try:
+                pipe.run(staged_frames(src))
+            finally:
+                summary.stages = stage_times(pipe.stats.host_s, pipe.stats.gpu_ms)
+                busy = {k: v for k, v in summary.stages.items() if v > 0}
+                summary.bound_by = max(busy, key=busy.get) if busy else ""
+            if not writer.opened and summary.output_size != (0, 0):
+                sink.open(info, *summary.output_size)
+            self._finish_summary(summary, src, mem, t0)
 
     def _finish_summary(self, summary: RunSummary, src, mem: _PeakMemory, t0: float):
         if self.device.type == "cuda":
@@ -495,105 +329,134 @@ class Engine:
             summary.warnings.append(rep)
             summary.complete = False
 
-    def _process(self, src, start: int, carry: Optional[dict], summary: RunSummary, mem: _PeakMemory, t0: float,
-                 progress, want_state: bool = False) -> Iterator[tuple]:
-        """Core loop. Yields ("open", (W, H)), ("frame", rgb_u8, FrameInfo) and ("window", frames_done, state)."""
-        proc = _memory.Governor(self._proc, device=self.device, dtype=self.dtype, window=self.window,
-                                overlap=self.overlap, scale=self.scale, tile=self.tile,
-                                memory_limit=self.memory_limit, summary=summary)
-        proc.reset()
-        W, O = self.window, self.overlap
-        left = proc.left_context()
-        summary.device, summary.dtype = str(self.device), str(self.dtype).replace("torch.", "")
-        summary.window, summary.overlap = W, O
-        summary.resumed_from = summary.frames_out = summary.frames_in = start
-        if carry is not None:
-            proc.load_state(carry, self.device, self.dtype)
-        total = getattr(src.info, "frames", None)
-        if getattr(src.info, "width", None) and getattr(src.info, "height", None):
-            summary.input_size = (src.info.width, src.info.height)
-            if self.scale:
-                summary.output_size = self.output_size(src.info.width, src.info.height)
-        dev, dt = self.device, self.dtype
-        buf: List[torch.Tensor] = []          # (3, h, w) frames, absolute indices buf_start ...
-        infos: List[FrameInfo] = []
-        buf_start = None
-        s = start                             # next frame to emit
-        size = None
-        it = iter(src)
-        exhausted = False
-        opened = False
 
-        while True:
-            # fill up to the window plus lookahead
-            while not exhausted and (buf_start is None or buf_start + len(buf) < s + W + O):
-                try:
-                    rgb, fi = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                if size is None:
-                    size = (rgb.shape[1], rgb.shape[0])
-                    summary.input_size = size
-                    W = proc.plan_for(*size)   # memory plan before the first window: window, tiles
-                elif (rgb.shape[1], rgb.shape[0]) != size:
-                    raise VsrInputError(f"frame {fi.index}: size {rgb.shape[1]}x{rgb.shape[0]} differs from the "
-                                        f"first frame's {size[0]}x{size[1]} (resolution changes are not supported)")
-                if buf_start is None:
-                    buf_start = fi.index
-                if not rgb.flags.writeable:
-                    rgb = rgb.copy()
-                t = torch.from_numpy(rgb).to(dev, non_blocking=True).permute(2, 0, 1).to(dt).div_(255.0)
-                buf.append(t)
-                infos.append(fi)
-                summary.frames_in = max(summary.frames_in, fi.index + 1)
-            if buf_start is None:
-                return  # empty input
-            avail_end = buf_start + len(buf)
-            if s >= avail_end:
-                return
-            # window [s, e) with lookahead up to la_end; when the rest fits in window+overlap, take it all
-            if exhausted and avail_end - s <= W + O:
-                e = la_end = avail_end
-            else:
-                e = min(s + W, avail_end)
-                la_end = min(e + O, avail_end)
-            lo = max(buf_start, s - left) if left else s
-            x = torch.stack(buf[lo - buf_start:la_end - buf_start]).unsqueeze(0)
-            gen = proc.process(x, s, e - s, left=s - lo)
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline's step (driver thread) and sink (sink thread)
+# ---------------------------------------------------------------------------------------------------------------
+class _WindowMark:
+    """A zero-byte output that follows the last frame of a window: the sink commits ``done`` frames with
+    ``state`` (device copies, brought to the host on the sink thread, after the window's work is done)."""
+    __slots__ = ("done", "state")
+
+    def __init__(self, done: int, state: Optional[dict]):
+        self.done, self.state = done, state
+
+
+class _WindowStep:
+    """Pipeline step: converts each uploaded frame to RGB on the device, keeps the window's frames there, and
+    when a window plus its lookahead is in, steps it (``Engine._step_window``) and produces the outputs lazily,
+    each converted on the device to the sink's format, then a window mark. Nothing here waits for the host."""
+
+    def __init__(self, engine: Engine, proc, summary: RunSummary, start: int, fmt: str, colour_kw: dict,
+                 want_state: bool):
+        self.e = engine
+        self.proc = proc                       # memory governor: plans the window (and tiles) on the first frame
+        self.W = engine.window
+        self.summary = summary
+        self.fmt, self.colour_kw = fmt, colour_kw
+        self.want_state = want_state
+        self.left = proc.left_context()
+        self.buf: List[torch.Tensor] = []     # (3, h, w) frames on the device, absolute indices buf_start ...
+        self.infos: List[FrameInfo] = []
+        self.buf_start: Optional[int] = None
+        self.s = start                         # next frame to emit
+        self.size: Optional[Tuple[int, int]] = None
+
+    def __call__(self, frame):
+        fi = frame.info.user
+        if fi is None:  # a bare pipeline frame (not from staged_frames)
+            fi = FrameInfo(index=frame.info.index)
+        lay = frame.layout
+        if self.size is None:
+            self.size = (lay.width, lay.height)
+            self.summary.input_size = self.size
+            self.W = self.proc.plan_for(*self.size)   # memory plan before the first window: window, tiles
+        with torch.inference_mode():
+            self.buf.append(frame.rgb(dtype=self.e.dtype))
+        self.infos.append(fi)
+        if self.buf_start is None:
+            self.buf_start = fi.index
+        self.summary.frames_in = max(self.summary.frames_in, fi.index + 1)
+        W, O = self.W, self.e.overlap
+        if self.buf_start + len(self.buf) >= self.s + W + O:
+            return self._window(final=False)
+        return None
+
+    def flush(self):
+        while self.buf_start is not None and self.s < self.buf_start + len(self.buf):
+            yield from self._window(final=True)
+
+    def _window(self, final: bool) -> Iterator[OutputFrame]:
+        W, O, left = self.W, self.e.overlap, self.left
+        s, bs = self.s, self.buf_start
+        avail_end = bs + len(self.buf)
+        # window [s, e) with lookahead up to la_end; at the end, when the rest fits in window+overlap, take it all
+        if final and avail_end - s <= W + O:
+            e = la_end = avail_end
+        else:
+            e = min(s + W, avail_end)
+            la_end = min(e + O, avail_end)
+        lo = max(bs, s - left) if left else s
+        with torch.inference_mode():
+            x = torch.stack(self.buf[lo - bs:la_end - bs]).unsqueeze(0)
+            gen = self.e._step_window(self.proc, x, s, e - s, s - lo)
             del x
-            while True:
-                with torch.inference_mode():
-                    try:
-                        i, y = next(gen)
-                    except StopIteration:
-                        break
-                    out_wh = (int(y.shape[-1]), int(y.shape[-2]))
-                    rgb = y.float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-                    del y
-                if not opened:
-                    summary.output_size = out_wh
-                    if self.scale is None:
-                        self.scale = out_wh[1] // size[1]
-                    yield ("open", summary.output_size)
-                    opened = True
-                summary.frames_out += 1
-                summary.frames_computed += 1
-                yield ("frame", rgb, infos[i - buf_start])
-                if progress is not None:
-                    progress(summary.frames_out, total, time.perf_counter() - t0)
-            mem.sample()
-            s = e
-            yield ("window", s, _cpu_state(proc.state()) if want_state else None)
-            # drop frames no longer needed (keep `left` frames of context for black-box models)
-            keep_from = max(buf_start, s - left) if left else s
-            drop = keep_from - buf_start
-            if drop > 0:
-                del buf[:drop]
-                del infos[:drop]
-                buf_start = keep_from
-            if exhausted and s >= buf_start + len(buf):
-                return
+        while True:
+            with torch.inference_mode():
+                try:
+                    i, y = next(gen)
+                except StopIteration:
+                    break
+                out = OutputFrame.from_rgb(y, self.infos[i - bs], fmt=self.fmt, **self.colour_kw)
+                del y
+            yield out
+        self.s = e
+        state = None
+        if self.want_state:
+            st = self.proc.state()
+            state = {k: v.clone() for k, v in st.items()} if st is not None else None
+        dev = self.e.device
+        yield OutputFrame(torch.empty(0, dtype=torch.uint8, device=dev), _WindowMark(e, state))
+        # drop frames no longer needed (keep `left` frames of context for black-box models)
+        keep_from = max(bs, e - left) if left else e
+        drop = keep_from - bs
+        if drop > 0:
+            del self.buf[:drop]
+            del self.infos[:drop]
+            self.buf_start = keep_from
+
+
+class _SinkSide:
+    """Pipeline sink (sink thread, output order): opens the sink on the first frame, writes frames, commits
+    window marks (with the carried state, for resume), reports progress."""
+
+    def __init__(self, engine: Engine, sink, src, summary: RunSummary, progress, t0: float, mem: _PeakMemory):
+        self.e, self.sink, self.src, self.summary = engine, sink, src, summary
+        self.progress, self.t0, self.mem = progress, t0, mem
+        self.total = getattr(src.info, "frames", None)
+        self.opened = False
+
+    def __call__(self, hf) -> None:
+        info, sm = hf.info, self.summary
+        if isinstance(info, _WindowMark):
+            self.mem.sample()
+            self.sink.commit(info.done, _cpu_state(info.state))
+            hook = type(self.e)._after_window
+            if hook is not None:
+                hook(info.done)
+            return
+        if not self.opened:
+            wh = (hf.layout.width, hf.layout.height)
+            sm.output_size = wh
+            if self.e.scale is None and sm.input_size[1]:
+                self.e.scale = wh[1] // sm.input_size[1]
+            self.sink.open(self.src.info, *wh)
+            self.opened = True
+        deliver(self.sink, hf, info)
+        sm.frames_out += 1
+        sm.frames_computed += 1
+        if self.progress is not None:
+            self.progress(sm.frames_out, self.total, time.perf_counter() - self.t0)
 
 
 def _cpu_state(st: Optional[dict]) -> Optional[dict]:
@@ -602,3 +465,32 @@ def _cpu_state(st: Optional[dict]) -> Optional[dict]:
     # copies (not views: torch.save of a view would store its whole window), fp32 on the CPU
     return {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype, copy=True)
             for k, v in st.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# iterator output
+# ---------------------------------------------------------------------------------------------------------------
+_END = object()
+
+
+class _Stopped(Exception):
+    """The consumer of an iterator run stopped early."""
+
+
+def _put(q: "queue.Queue", item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            continue
+
+
+class _QueueSink(_Sink):
+    def __init__(self, q: "queue.Queue", stop: threading.Event):
+        self.q, self.stop = q, stop
+
+    def write(self, rgb, finfo):
+        _put(self.q, rgb, self.stop)
+        if self.stop.is_set():
+            raise _Stopped()

@@ -23,6 +23,9 @@
   device (``vsr_engine.colour``), ``OutputFrame.from_rgb(..., fmt='yuv420p')`` converts back before the D2H.
 * Without CUDA (or ``device='cpu'``) the same code runs with no streams or events: the CPU path is what the
   tests exercise; the CUDA branches are marked ``if self._cuda``.
+* A step may return a generator: its outputs are produced and queued one at a time (a window's burst never sits
+  on the device at once). Sources may wrap frames in :class:`SourceFrame` to pass their own frame info and
+  colour tags through to the step. ``vsr_engine.engine.Engine`` drives every run through this class.
 
 Errors: an exception in the source ends the stream after the frames decoded before it (they are processed and
 sunk, the step is not flushed) and is re-raised by ``run``; an exception in the step or the sink aborts
@@ -36,7 +39,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,7 +49,7 @@ from . import _host
 from ._host import RingCancelled, RingClosed
 
 __all__ = ["FrameLayout", "FrameInfo", "DeviceFrame", "OutputFrame", "HostFrame", "StreamPipeline",
-           "PipelineStats", "ChunkedModelStep", "frame_planes"]
+           "PipelineStats", "ChunkedModelStep", "frame_planes", "SourceFrame"]
 
 # format -> (subsampling, bit depth) for planar YUV; PyAV / FFmpeg names
 _YUV_FORMATS = {
@@ -128,6 +131,17 @@ class FrameInfo:
     user: Any = None
 
 
+@dataclass
+class SourceFrame:
+    """A decoded frame with what the source knows about it: ``user`` (any object, e.g. the reader's own frame
+    info with PTS and duration) reaches the step as ``FrameInfo.user``; ``matrix`` / ``color_range`` (the stream's,
+    from its tags or a guess) override what the frame itself says."""
+    frame: Any
+    user: Any = None
+    matrix: Optional[str] = None
+    color_range: Optional[str] = None
+
+
 def _default_matrix(height: int) -> str:
     return "bt601" if height < 720 else "bt709"  # the usual convention for untagged video
 
@@ -138,7 +152,16 @@ def frame_planes(frame: Any, bit_depth_u16: int = 10):
 
     Accepts an ``av.VideoFrame`` (planes with ``line_size`` padding, copied as they are), a numpy array
     (H, W, 3) uint8 (rgb24) or (H, W) (gray), a torch CPU tensor of those shapes, or a tuple (Y, U, V) of 2-D
-    arrays (uint8 = 8-bit, uint16 = ``bit_depth_u16``-bit; subsampling from the shapes)."""
+    arrays (uint8 = 8-bit, uint16 = ``bit_depth_u16``-bit; subsampling from the shapes); any of those wrapped in a
+    :class:`SourceFrame`."""
+    if isinstance(frame, SourceFrame):
+        layout, planes, kw = frame_planes(frame.frame, bit_depth_u16)
+        kw["user"] = frame.user
+        if frame.matrix:
+            kw["matrix"] = frame.matrix
+        if frame.color_range:
+            kw["color_range"] = frame.color_range
+        return layout, planes, kw
     if hasattr(frame, "planes") and hasattr(frame, "format"):  # av.VideoFrame
         fmt = frame.format.name
         if fmt not in _YUV_FORMATS and fmt not in _OTHER_FORMATS:
@@ -305,7 +328,7 @@ class _Timer:
             self.acc[key] = self.acc.get(key, 0.0) + dt
 
 
-StepResult = Union[None, torch.Tensor, OutputFrame, Sequence[Union[torch.Tensor, OutputFrame]]]
+StepResult = Union[None, torch.Tensor, OutputFrame, Iterable[Union[torch.Tensor, OutputFrame]]]
 
 
 class StreamPipeline:
@@ -318,6 +341,8 @@ class StreamPipeline:
     still be pending). ``in_slots``/``out_slots``: host slots (>= 2: double buffering); ``pending_outputs``:
     outputs queued on the device for the download thread (>= the step's window to overlap compute with
     encoding); ``profile=True`` (CUDA) times H2D, compute and D2H with events into ``stats.gpu_ms``.
+    ``drain_on_step_error``: when the step raises an ``Exception``, the outputs it produced before are still
+    delivered to the sink before the error is re-raised (the Engine commits finished windows that way).
     """
 
     def __init__(self, step: Callable[[DeviceFrame], StepResult], sink: Callable[[HostFrame], Any], *,
@@ -325,7 +350,7 @@ class StreamPipeline:
                  in_slots: int = 3, out_slots: int = 3, in_slot_bytes: Optional[int] = None,
                  out_slot_bytes: Optional[int] = None, pending_outputs: int = 64,
                  host_backend: Optional[str] = None, copy_threads: int = 0, profile: bool = False,
-                 join_timeout: float = 30.0):
+                 join_timeout: float = 30.0, drain_on_step_error: bool = False):
         self.step = step
         self.sink = sink
         self.flush = flush if flush is not None else getattr(step, "flush", None)
@@ -346,6 +371,7 @@ class StreamPipeline:
         self.copy_threads = int(copy_threads)
         self.profile = profile
         self.join_timeout = join_timeout
+        self.drain_on_step_error = drain_on_step_error
         self._reset()
 
     def _reset(self):
@@ -487,19 +513,13 @@ class StreamPipeline:
         ring.release(slot)
         return d
 
-    def _normalise(self, res: StepResult, info: FrameInfo) -> List[OutputFrame]:
-        if res is None:
-            return []
-        if isinstance(res, (torch.Tensor, OutputFrame)):
-            res = [res]
-        out = []
-        for r in res:
-            if isinstance(r, torch.Tensor):
-                r = OutputFrame(r, info)
-            elif not isinstance(r, OutputFrame):
-                raise TypeError(f"step returned {type(r).__name__}; expected a tensor or OutputFrame")
-            out.append(r)
-        return out
+    @staticmethod
+    def _one(r: Any, info: Optional[FrameInfo]) -> OutputFrame:
+        if isinstance(r, torch.Tensor):
+            return OutputFrame(r, info)
+        if not isinstance(r, OutputFrame):
+            raise TypeError(f"step returned {type(r).__name__}; expected a tensor or OutputFrame")
+        return r
 
     def _ensure_out_ring(self, nbytes: int) -> _host.HostRing:
         if self._out is None:
@@ -602,22 +622,40 @@ class StreamPipeline:
         except BaseException as e:
             self._abort(e)
 
-    def _run_step(self, fn, *args) -> List[OutputFrame]:
+    def _compute_ctx(self):
+        return torch.cuda.stream(self._compute) if self._cuda else contextlib.nullcontext()
+
+    def _run_step(self, fn, *args, info: Optional[FrameInfo] = None) -> None:
+        """Call the step (or flush) under the compute stream and queue its outputs as they come: a list, or a
+        generator that produces them one by one (its work is timed as "step", the waits for room in the output
+        queue are not)."""
+        t = self._timer
+        e0 = None
+        if self._cuda and self.profile:
+            e0 = self._event()
+            e0.record(self._compute)
         t0 = time.perf_counter()
-        if self._cuda:
-            with torch.cuda.stream(self._compute):
-                e0 = self._event() if self.profile else None
-                if e0 is not None:
-                    e0.record(self._compute)
-                res = fn(*args)
-                if e0 is not None:
-                    e1 = self._event()
-                    e1.record(self._compute)
-                    self._reaper_q.put(("time", "compute", e0, e1))
-        else:
+        with self._compute_ctx():
             res = fn(*args)
-        self._timer.add("step", time.perf_counter() - t0)
-        return res
+        t.add("step", time.perf_counter() - t0)
+        if res is not None:
+            if isinstance(res, (torch.Tensor, OutputFrame)):
+                res = [res]
+            it = iter(res)
+            while True:
+                t0 = time.perf_counter()
+                with self._compute_ctx():
+                    try:
+                        r = next(it)
+                    except StopIteration:
+                        t.add("step", time.perf_counter() - t0)
+                        break
+                t.add("step", time.perf_counter() - t0)
+                self._queue_output(self._one(r, info))
+        if e0 is not None:
+            e1 = self._event()
+            e1.record(self._compute)
+            self._reaper_q.put(("time", "compute", e0, e1))
 
     # -- main -----------------------------------------------------------------------------------------------
     def run(self, frames: Iterable[Any]) -> PipelineStats:
@@ -654,11 +692,15 @@ class StreamPipeline:
         for th in threads:
             th.start()
         source_error: Optional[BaseException] = None
+        step_error: Optional[BaseException] = None
         try:
             try:
                 self._drive()
             except _SourceFailed as sf:
                 source_error = sf.error  # frames before it were processed; finish the output side cleanly
+            except _StepFailed as sf:
+                step_error = sf.error  # (drain_on_step_error) outputs before it go to the sink, then it is raised
+                self._in.cancel()      # stops the source; the output side drains
             except RingCancelled:
                 if self._error is None:
                     raise
@@ -675,6 +717,8 @@ class StreamPipeline:
             st.gpu_ms = dict(self._gpu_ms)
         if self._error is not None:
             raise self._error
+        if step_error is not None:
+            raise step_error
         if source_error is not None:
             if hasattr(source_error, "add_note"):
                 source_error.add_note(f"(raised by the frame source after {st.frames_in} frames; "
@@ -701,11 +745,19 @@ class StreamPipeline:
             t.add("wait_input", t1 - t0)
             d = self._upload(slot, info)
             t.add("upload", time.perf_counter() - t1)
-            for o in self._normalise(self._run_step(self.step, DeviceFrame(d, info)), info):
-                self._queue_output(o)
+            self._guarded_step(self.step, DeviceFrame(d, info), info=info)
         if self.flush is not None:
-            for o in self._normalise(self._run_step(self.flush), None):
-                self._queue_output(o)
+            self._guarded_step(self.flush)
+
+    def _guarded_step(self, fn, *args, info: Optional[FrameInfo] = None) -> None:
+        try:
+            self._run_step(fn, *args, info=info)
+        except (RingClosed, _SourceFailed):
+            raise
+        except Exception as e:
+            if self.drain_on_step_error:
+                raise _StepFailed(e) from None
+            raise
 
     def _join(self, threads: List[threading.Thread]) -> None:
         self._reaper_q.put(None)
@@ -721,6 +773,12 @@ class StreamPipeline:
 
 
 class _SourceFailed(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+
+
+class _StepFailed(Exception):
     def __init__(self, error: BaseException):
         super().__init__(repr(error))
         self.error = error

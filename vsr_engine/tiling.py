@@ -3,7 +3,7 @@ cropped back, so the result is seamless; every tile keeps its own recurrent stat
 
 ``TiledProcessor`` has the interface of the Engine's window processors (``reset``, ``state``, ``load_state``,
 ``left_context``, ``process``). Tiles run one after another (only one tile's features are alive); the window's
-output is assembled in a uint8 canvas on the host, quantised exactly as the Engine quantises its output, so the
+output is assembled in a uint8 canvas on the frames' device, quantised exactly as the Engine quantises its output, so the
 Engine's own conversion gives back the same bytes. Tile origins sit on multiples of ``align_of(scale)`` LR pixels
 so that they map to whole output pixels (any scale of the form p/q).
 
@@ -115,7 +115,7 @@ class TiledProcessor:
                 t.reset()
 
     def process(self, x: torch.Tensor, s: int, n_emit: int, left: int = 0) -> Iterator[Tuple[int, torch.Tensor]]:
-        canvas = torch.empty(n_emit, 3, self.out_h, self.out_w, dtype=torch.uint8)
+        canvas = torch.empty(n_emit, 3, self.out_h, self.out_w, dtype=torch.uint8, device=x.device)
         for t, (core, box) in zip(self.tiles, self.boxes):
             xt = x[..., box[0]:box[1], box[2]:box[3]].contiguous()
             oy0, oy1 = self._o(core[0], self.h, self.out_h), self._o(core[1], self.h, self.out_h)
@@ -124,7 +124,7 @@ class TiledProcessor:
             rx0 = ox0 - self._o(box[2], self.w, self.out_w)
             for i, y in t.process(xt, s, n_emit, left):
                 crop = y[:, ry0:ry0 + oy1 - oy0, rx0:rx0 + ox1 - ox0]
-                canvas[i - s, :, oy0:oy1, ox0:ox1] = _quantise(crop).cpu()
+                canvas[i - s, :, oy0:oy1, ox0:ox1] = _quantise(crop)
                 del y, crop
             del xt
         for k in range(n_emit):

@@ -332,10 +332,18 @@ class VideoFileSink(_Sink):
         if (rgb.shape[1], rgb.shape[0]) != self._size:
             raise VsrInputError(f"frame {finfo.index}: size {rgb.shape[1]}x{rgb.shape[0]} differs from the first "
                                 f"frame's {self._size[0]}x{self._size[1]}")
+        self.write_frame(rgb_to_frame(rgb, self.pix_fmt, self.matrix, self.color_range), finfo)
+
+    def write_frame(self, f, finfo: FrameInfo):
+        """Encode a PyAV VideoFrame already in ``pix_fmt`` (converted on the device by the engine's pipeline)."""
+        if self._size is None:
+            raise RuntimeError("VideoFileSink.write_frame before open")
+        if (f.width, f.height) != self._size:
+            raise VsrInputError(f"frame {finfo.index}: size {f.width}x{f.height} differs from the first "
+                                f"frame's {self._size[0]}x{self._size[1]}")
         if self._seg is None:
             self._open_segment(finfo.index)
         c, s, *_ = self._seg
-        f = rgb_to_frame(rgb, self.pix_fmt, self.matrix, self.color_range)
         tb = self._time_base()
         pts = finfo.pts
         if pts is not None and finfo.time_base is not None and Fraction(finfo.time_base) != tb:
