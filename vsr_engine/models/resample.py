@@ -53,6 +53,16 @@ class ResampledBasicVSR(BasicVSR):
     def upsample(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor) -> torch.Tensor:
         return resample_x4(super().upsample(lq, feat_b, feat_f), lq.shape[-2:], self.scale)
 
+    def forward(self, lqs: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+        """``scale`` overrides the model's scale for this call."""
+        if scale is None:
+            return super().forward(lqs)
+        old, self.scale = self.scale, check_any_scale(scale, "basicvsr")
+        try:
+            return super().forward(lqs)
+        finally:
+            self.scale = old
+
 
 class ResampledRealBasicVSR(RealBasicVSR):
     """RealBasicVSR with its BasicVSR replaced by ``ResampledBasicVSR`` (same parameters, same names)."""
@@ -65,3 +75,12 @@ class ResampledRealBasicVSR(RealBasicVSR):
 
     def output_size(self, h: int, w: int, scale: Optional[float] = None) -> Tuple[int, int]:
         return self.basicvsr.output_size(h, w, scale)
+
+    def forward(self, lqs: torch.Tensor, return_lqs: bool = False, scale: Optional[float] = None):
+        if scale is None:
+            return super().forward(lqs, return_lqs)
+        old, self.basicvsr.scale = self.basicvsr.scale, check_any_scale(scale, "realbasicvsr")
+        try:
+            return super().forward(lqs, return_lqs)
+        finally:
+            self.basicvsr.scale = old
