@@ -1,6 +1,7 @@
 """Any output scale on Vid4: bicubic, official BasicVSR x4 + resize, basicvsr-meta, DSCVSR in one table.
 
     python bench/eval_anyscale.py backbone [--frames N] [--scales ...] CLIP...   # official backbone, cached
+    python bench/eval_anyscale.py dscvsr   [--frames N] [--scales ...] CLIP...   # DSCVSR column, cached
     python bench/eval_anyscale.py table    [--frames N] [--scales ...] CLIP...   # all four methods, writes results
 
 LR = MATLAB ``imresize(gt, 1/r)`` (BI, uint8) of the first ``--frames`` frames of each clip (0 = all), optionally
@@ -97,6 +98,37 @@ def backbone(args):
                   f"backbone {sec - t_resize:.1f} s, resize {t_resize:.2f} s", flush=True)
 
 
+def dscvsr_row(args, dsc, clip, r, gts, x) -> dict:
+    """DSCVSR's Y-PSNR and ms/frame at r, cached beside the backbone cache (keyed by its weights file)."""
+    path = _cache_path(args, clip, r)[:-3] + "_dscvsr.json"
+    key = f"{dsc.weights_path}:{os.path.getmtime(dsc.weights_path)}"
+    if os.path.exists(path):
+        with open(path) as f:
+            rec = json.load(f)
+        if rec.get("weights") == key:
+            return {"dscvsr": rec["dscvsr"], "dscvsr_ms": rec["dscvsr_ms"]}
+    n = len(gts)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        y = dsc(x, scale=r)[0]
+    rec = {"weights": key, "dscvsr_ms": 1000 * (time.perf_counter() - t0) / n,
+           "dscvsr": float(np.mean([_psnr_fit(y[i], gts[i], 0) for i in range(n)]))}
+    os.makedirs(args.cache, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(rec, f)
+    os.replace(path + ".tmp", path)
+    print(f"{os.path.basename(clip)} x{r:g} DSCVSR {rec['dscvsr']:.3f} dB", flush=True)
+    return {"dscvsr": rec["dscvsr"], "dscvsr_ms": rec["dscvsr_ms"]}
+
+
+def dscvsr_only(args):
+    dsc = load_model("dscvsr", weights=args.dscvsr)
+    for clip in args.clips:
+        gts = _gts(clip, args.frames, args.crop)
+        for r in args.scales:
+            dscvsr_row(args, dsc, clip, r, gts, _lr(gts, r)[1])
+
+
 def table(args):
     meta = load_model("basicvsr-meta", weights=args.head)
     dsc = load_model("dscvsr", weights=args.dscvsr)
@@ -124,11 +156,7 @@ def table(args):
                         else c["base"][i:i + 1] for i in range(n)]  # = BasicVSRMeta.head_output
             row["meta_ms"] = row["x4_resize_ms"] + 1000 * (time.perf_counter() - t0) / n
             row["basicvsr_meta"] = float(np.mean([_psnr_fit(o[0], g, 0) for o, g in zip(outs, gts)]))
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                y = dsc(x, scale=r)[0]
-            row["dscvsr_ms"] = 1000 * (time.perf_counter() - t0) / n
-            row["dscvsr"] = float(np.mean([_psnr_fit(y[i], gts[i], 0) for i in range(n)]))
+            row.update(dscvsr_row(args, dsc, clip, r, gts, x))
             rows.append(row)
             print(json.dumps(row), flush=True)
     rec = {"clips": [os.path.basename(os.path.normpath(c)) for c in args.clips], "frames": args.frames,
@@ -192,7 +220,7 @@ def markdown(rec) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("phase", choices=["backbone", "table"])
+    ap.add_argument("phase", choices=["backbone", "dscvsr", "table"])
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--scales", nargs="+", type=float, default=SCALES)
     ap.add_argument("--frames", type=int, default=0, help="first N frames of each clip (0 = all)")
@@ -203,7 +231,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    (backbone if args.phase == "backbone" else table)(args)
+    {"backbone": backbone, "dscvsr": dscvsr_only, "table": table}[args.phase](args)
 
 
 if __name__ == "__main__":

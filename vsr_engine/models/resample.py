@@ -71,7 +71,14 @@ class ResampledRealBasicVSR(RealBasicVSR):
                  dynamic_refine_thres: float = 255.0, scale: float = 4.0):
         super().__init__(num_feat, num_propagation_blocks, num_cleaning_blocks, dynamic_refine_thres)
         self.basicvsr = ResampledBasicVSR(num_feat, num_propagation_blocks, scale)
-        self.scale = self.basicvsr.scale
+
+    @property
+    def scale(self) -> float:   # one value, kept by the inner BasicVSR (the Engine's split mode runs that one)
+        return self.basicvsr.scale
+
+    @scale.setter
+    def scale(self, r) -> None:
+        self.basicvsr.scale = check_any_scale(r, "realbasicvsr")
 
     def output_size(self, h: int, w: int, scale: Optional[float] = None) -> Tuple[int, int]:
         return self.basicvsr.output_size(h, w, scale)
