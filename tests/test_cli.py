@@ -135,7 +135,7 @@ def test_bad_input_one_line_error(capsys, tmp_path, clip, tiny_weights, case):
         out, pat = str(tmp_path / "not" / "there" / "out.mp4"), "does not exist"
     elif case == "unknown_model":
         args = ["upscale", inp, out, "--model", "basicvsr++"]
-        pat = "unknown model 'basicvsr++'; choose from: basicvsr, dscvsr, realbasicvsr"
+        pat = "unknown model 'basicvsr++'; choose from: basicvsr, basicvsr-meta, dscvsr, realbasicvsr"
     elif case == "weights_of_other_model":
         r = load_model("realbasicvsr", weights=False, num_feat=8, num_propagation_blocks=1, num_cleaning_blocks=1)
         w = tmp_path / "realbasicvsr_tiny.pth"
@@ -320,17 +320,24 @@ def test_upscale_non_integer_scale(capsys, tmp_path, clip, tiny_dscvsr):
     assert (info["width"], info["height"], info["n"]) == (40, 30, 10)
 
 
-@pytest.mark.parametrize("case", ["x4_only", "odd_size", "out_of_range"])
+def test_x4_model_at_another_scale_is_resampled(capsys, tmp_path, clip, tiny_weights):
+    """Issue 16: basicvsr takes --scale too (its x4 output resampled on the device)."""
+    out = str(tmp_path / "o.mp4")
+    rc, so, se = run_cli(capsys, *upscale_args(clip, out, tiny_weights, "--scale", "1.5"))
+    assert rc == 0, se
+    info = probe(out)
+    assert (info["width"], info["height"], info["n"]) == (24, 18, 10)
+
+
+@pytest.mark.parametrize("case", ["odd_size", "out_of_range"])
 def test_scale_errors(capsys, tmp_path, clip, tiny_weights, tiny_dscvsr, case):
     out = str(tmp_path / "o.mp4")
-    if case == "x4_only":
-        args, pat = upscale_args(clip, out, tiny_weights, "--scale", "2"), "x4 only"
-    elif case == "odd_size":   # 16x12 at 2.3 -> 36x27: yuv420p needs an even height
+    if case == "odd_size":   # 16x12 at 2.3 -> 36x27: yuv420p needs an even height
         args = ["upscale", clip, out, "--model", "dscvsr", "--weights", tiny_dscvsr, "--scale", "2.3"]
         pat = "even"
     else:
-        rc, so, se = run_cli(capsys, *upscale_args(clip, out, tiny_weights, "--scale", "5"))
-        assert rc == 2 and "outside [1, 4]" in se and not os.path.exists(out)
+        rc, so, se = run_cli(capsys, *upscale_args(clip, out, tiny_weights, "--scale", "17"))
+        assert rc == 2 and "outside [1, 16]" in se and not os.path.exists(out)
         return
     rc, so, se = run_cli(capsys, *args)
     assert_clean_failure(rc, se, out, pat)
@@ -342,8 +349,8 @@ def test_eval_scale_and_train_registered(capsys, data_dir, tiny_dscvsr):
                          "--frames", "2", "--crop", "40")
     assert rc == 0, se
     assert "x2.5" in so and "walk:" in so
-    rc, so, se = run_cli(capsys, "eval", walk, "--scale", "2", "--frames", "2", "--crop", "40")
-    assert rc == 2 and "x4 only" in se
+    rc, so, se = run_cli(capsys, "eval", walk, "--scale", "17", "--frames", "2", "--crop", "40")
+    assert rc == 2 and "outside [1, 16]" in se
     rc, so, se = run_cli(capsys, "train", "--help")
     assert rc == 0 and "dscvsr" in so and "--distill" in so
 

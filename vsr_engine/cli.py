@@ -108,8 +108,14 @@ def _pick_model(args) -> str:
     """--model auto: RealBasicVSR when its weights are at hand (or given), else official BasicVSR."""
     if args.model != "auto":
         return args.model
-    if getattr(args, "scale", None) is not None and args.scale != 4:
-        return "dscvsr"
+    if getattr(args, "scale", None) is not None and args.scale != 4:   # issue 16: the best measured for r
+        from .models.choice import choose
+        name, variant, why = choose(args.scale)
+        if variant and not args.variant:
+            args.variant = variant
+        if not args.quiet:
+            _eprint(f"model: {name}" + (f" ({variant})" if variant else "") + f" for x{args.scale:g} -- {why}")
+        return name
     if args.weights:
         from .checkpoint import guess_model, prepare_state_dict
         found = guess_model(prepare_state_dict(args.weights)[0])
@@ -202,9 +208,9 @@ def _encoding(args) -> dict:
 
 
 def _scale_arg(text: str) -> float:
-    from .models.dscvsr import DSCVSR
+    from .models.resample import check_any_scale
     try:
-        return DSCVSR.check_scale(text)
+        return check_any_scale(text, "--scale")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -221,8 +227,8 @@ def _add_upscale(sp, common):
                    help="model name (see `vsr-engine models`); auto: realbasicvsr when its weights are here, "
                         "else basicvsr")
     g.add_argument("--scale", type=_scale_arg, default=None,
-                   help="output scale; any value in [1.1, 4] with --model dscvsr (output floor(scale*W) x "
-                        "floor(scale*H)); basicvsr/realbasicvsr are x4 only; auto picks dscvsr for a scale other than 4")
+                   help="output scale, any r in [1, 16] for every model (output floor(r*W) x floor(r*H); x4 models "
+                        "resample their x4 output); auto picks the model measured best for r (`vsr-engine models`)")
     g.add_argument("--variant", default=None, help="official weights variant (e.g. reds4, vimeo-bi, vimeo-bd)")
     g.add_argument("--weights", default=None, help="checkpoint file (BasicSR, mmagic or safetensors)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -264,10 +270,12 @@ def _add_upscale(sp, common):
 # models
 # ---------------------------------------------------------------------------------------------------------------
 _MODEL_NOTES = {
-    "basicvsr": "BasicVSR (CVPR 2021), x4: bidirectional recurrent propagation with SPyNet flow; for clean or "
+    "basicvsr": "BasicVSR (CVPR 2021), x4 (other --scale: its x4 output resampled): bidirectional recurrent propagation with SPyNet flow; for clean or "
                 "bicubic-downscaled video",
     "realbasicvsr": "RealBasicVSR (CVPR 2022), x4: an image-cleaning stage before BasicVSR; for real-world "
                     "(noisy, compressed) video. `upscale --model auto` picks it when its weights are here",
+    "basicvsr-meta": "official BasicVSR (Vimeo-BI, frozen) + a Meta-SR scale head trained here, any scale "
+                     "(--scale); x4 + resize plus a learned residual, official BasicVSR at x4",
     "dscvsr": "DSCVSR (KSEM 2024), any scale 1.1-4 (--scale): depthwise-separable dense blocks, meta-upscale; "
               "weights trained by this project (see README)",
 }
@@ -296,6 +304,8 @@ def cmd_models(args) -> int:
             print(f"    {variant}{default}: {spec.note}")
             print(f"        weights now from: {where}")
     print(f"cache folder: {W.cache_dir()}")
+    from .models.choice import describe
+    print(describe())
     return 0
 
 

@@ -37,7 +37,7 @@ def eval_clip(model, gts: Sequence[np.ndarray], device="cpu", dtype=torch.float3
     if model is None:
         from .imresize import imresize
         return [_psnr_fit(imresize(lr, scale), gts[i], crop_border) for i, lr in enumerate(lrs)]
-    any_scale = hasattr(model, "output_size")  # DSCVSR; the others are x4 only
+    any_scale = hasattr(model, "output_size")  # built for a scale (load_model(..., scale=r)); plain x4 otherwise
     if not any_scale and float(scale) != 4.0:
         raise ValueError(f"{type(model).__name__} upscales x4 only; cannot evaluate it at x{scale:g}")
     if window:
@@ -61,7 +61,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("clips", nargs="+", help="folders of ground-truth frames")
     ap.add_argument("--model", default="basicvsr")
     ap.add_argument("--variant", default=None, help="weights variant (default: vimeo-bi for basicvsr, the BI model)")
-    ap.add_argument("--scale", type=float, default=4.0, help="BI scale of the LR (dscvsr: any in [1.1, 4]; default 4)")
+    ap.add_argument("--scale", type=float, default=4.0, help="BI scale of the LR, any r in [1, 16] for every model (x4 models resample; default 4)")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--frames", type=int, default=0, help="use only the first N frames (0 = all)")
     ap.add_argument("--crop", type=int, default=0, help="centre-crop GT to this size (multiple of 4; 0 = none)")
@@ -77,12 +77,13 @@ def run(args, out=print) -> float:
     from .models import check_scale
     device = resolve_device(args.device)
     variant = args.variant or ("vimeo-bi" if args.model == "basicvsr" and not args.weights else None)
-    model = load_model(args.model, weights=args.weights, variant=variant).to(device)
     try:
         check_scale(args.model, args.scale)
     except ValueError as e:
         from .video import VsrInputError
         raise VsrInputError(str(e)) from None
+    model = load_model(args.model, weights=args.weights, variant=variant,
+                       **({"scale": args.scale} if float(args.scale) != 4.0 else {})).to(device)
     out(f"model {args.model} x{args.scale:g} weights {model.weights_path} ({model.weights_layout}) device {device}"
         + (f" window {args.window} overlap {args.overlap}" if args.window else ""))
     means = []

@@ -83,3 +83,47 @@ def imresize(img: np.ndarray, scale: Optional[Union[float, Sequence[float]]] = N
         if is_u8:
             out = _round_uint8(out)
     return out if is_u8 else out.astype(img.dtype if np.issubdtype(img.dtype, np.floating) else np.float64)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# torch, on any device: the same resize as separable matrices (float tensors, no per-pass rounding)
+_MATRIX_CACHE: dict = {}
+
+
+def resize_matrix(in_len: int, out_len: int, scale: float, device=None, dtype=None, antialias: bool = True):
+    """(out_len, in_len) torch matrix A with ``A @ v`` = MATLAB bicubic resize of v (``contributions``)."""
+    import torch
+    key = (in_len, out_len, float(scale), bool(antialias), str(device), dtype)
+    m = _MATRIX_CACHE.get(key)
+    if m is None:
+        w, idx = contributions(in_len, out_len, scale, antialias=antialias)
+        dense = torch.zeros(out_len, in_len, dtype=torch.float64)
+        dense.scatter_add_(1, torch.from_numpy(idx), torch.from_numpy(w))
+        m = dense.to(device=device, dtype=dtype if dtype is not None else torch.float32)
+        if len(_MATRIX_CACHE) > 64:
+            _MATRIX_CACHE.clear()
+        _MATRIX_CACHE[key] = m
+    return m
+
+
+def imresize_torch(x, out_h: int, out_w: int, scale: Optional[Union[float, Sequence[float]]] = None,
+                   antialias: bool = True):
+    """(..., H, W) float tensor -> (..., out_h, out_w): ``imresize(img, scale, output_shape=(out_h, out_w))``
+    on the tensor's device (antialiased when shrinking, symmetric borders). ``scale`` defaults to out/in per
+    dimension, as MATLAB does when only the output size is given."""
+    if not x.is_floating_point():
+        raise ValueError(f"imresize_torch expects a float tensor, got {x.dtype}")
+    h, w = x.shape[-2:]
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"imresize_torch output would be empty ({out_h}x{out_w})")
+    if scale is None:
+        sy, sx = out_h / h, out_w / w
+    else:
+        sy, sx = (scale, scale) if np.isscalar(scale) else tuple(scale)
+    out = x
+    if (out_h, sy) != (h, 1.0):
+        out = resize_matrix(h, out_h, sy, x.device, x.dtype, antialias) @ out
+    if (out_w, sx) != (w, 1.0):
+        out = out @ resize_matrix(w, out_w, sx, x.device, x.dtype, antialias).t()
+    return out
+

@@ -59,7 +59,13 @@ KNOWN["dscvsr"] = {
                       "trained here (CPU, 1600 steps): BI x1.1-x4.0, Charbonnier only; bundled, fp16",
                       bundled="assets/dscvsr_bi.safetensors"),
 }
-DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "bi"}
+# basicvsr-meta: the official BasicVSR Vimeo-BI backbone (resolved as "basicvsr"/"vimeo-bi") + this scale head
+KNOWN["basicvsr-meta"] = {
+    "vimeo-bi": WeightsSpec("basicvsr_meta_head.safetensors", None, None, (),
+                            "scale head trained here (CPU) on the frozen official Vimeo-BI backbone; bundled, fp16",
+                            bundled="assets/basicvsr_meta_head.safetensors"),
+}
+DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "bi", "basicvsr-meta": "vimeo-bi"}
 
 
 class WeightsError(RuntimeError):

@@ -11,6 +11,8 @@ from .. import weights as W
 from .basicvsr import BasicVSR, SpyNet
 from .dscvsr import DSCVSR
 from .realbasicvsr import RealBasicVSR
+from .basicvsr_meta import BasicVSRMeta
+from .resample import ResampledBasicVSR, ResampledRealBasicVSR, check_any_scale
 
 
 def _basicvsr_arch(sd) -> Dict[str, int]:
@@ -36,19 +38,18 @@ MODELS: Dict[str, tuple] = {
     "basicvsr": (BasicVSR, _basicvsr_arch),
     "realbasicvsr": (RealBasicVSR, _realbasicvsr_arch),
     "dscvsr": (DSCVSR, _dscvsr_arch),
+    "basicvsr-meta": (BasicVSRMeta, _basicvsr_arch),
 }
+# fixed-x4 models built for another scale: their x4 output is resampled on the device (models/resample.py)
+RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR}
 
 
 FIXED_X4 = ("basicvsr", "realbasicvsr")
 
 
 def check_scale(name: str, scale) -> float:
-    """The scale ``name`` can produce, or ValueError: x4 models take only 4, dscvsr any r in [1, 4]."""
-    if name in FIXED_X4:
-        if float(scale) != 4.0:
-            raise ValueError(f"{name} upscales x4 only (got scale={scale:g}); dscvsr takes any scale in [1.1, 4]")
-        return 4.0
-    return DSCVSR.check_scale(scale)
+    """The scale as a float, or ValueError: every model takes any r in [1, 16] (x4 models resample their output)."""
+    return check_any_scale(scale, name)
 
 
 class UnknownModelError(ValueError):
@@ -78,10 +79,13 @@ def load_model(name: str, weights: Union[str, os.PathLike, None, bool] = None, v
     if name not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}; choose from: {', '.join(model_names())}")
     cls, infer = MODELS[name]
-    if "scale" in arch_kwargs and name in FIXED_X4:
-        sc = arch_kwargs.pop("scale")
-        if sc is not None:
-            check_scale(name, sc)
+    if name in FIXED_X4:
+        sc = arch_kwargs.pop("scale", None)
+        if sc is not None and check_any_scale(sc, name) != 4.0:
+            cls = RESAMPLED[name]
+            arch_kwargs["scale"] = check_any_scale(sc, name)
+    if name == "basicvsr-meta":
+        return _load_meta(weights, variant, arch_kwargs)
     if weights is False:
         return cls(**arch_kwargs).eval()
     path = W.resolve(name, variant, None if weights is None else os.fspath(weights))
@@ -100,5 +104,32 @@ def load_model(name: str, weights: Union[str, os.PathLike, None, bool] = None, v
     return model.eval()
 
 
-__all__ = ["BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
+def _load_meta(weights, variant, arch_kwargs) -> nn.Module:
+    """basicvsr-meta: official BasicVSR backbone (``variant``, default vimeo-bi) + the scale head
+    (``weights=`` a head checkpoint, default the bundled one; ``False``: random backbone, zero head)."""
+    if weights is False:
+        return BasicVSRMeta(**arch_kwargs).eval()
+    backbone = W.resolve("basicvsr", variant or "vimeo-bi")
+    sd, layout = ckpt.prepare_state_dict(backbone)
+    found = ckpt.guess_model(sd)
+    if found and found != "basicvsr":
+        raise ckpt.CheckpointError(f"{backbone} is a {found} checkpoint, not basicvsr ({layout})")
+    head_path = W.resolve("basicvsr-meta", "vimeo-bi", None if weights is None else os.fspath(weights))
+    head = ckpt.read_checkpoint(head_path)
+    head = {k[len("head."):] if k.startswith("head.") else k: v for k, v in dict(head).items()}
+    try:
+        hk = {"head_mid": int(head["conv.weight"].shape[0]), "head_hidden": int(head["fc1.weight"].shape[0]),
+              "head_kernel": int(round((head["fc2.weight"].shape[0] // (3 * head["conv.weight"].shape[0])) ** 0.5))}
+    except KeyError as e:
+        raise ckpt.CheckpointError(f"{head_path} is not a basicvsr-meta head checkpoint: missing key {e}") from None
+    model = BasicVSRMeta(**{**_basicvsr_arch(sd), **hk, **arch_kwargs})
+    ckpt.load_state_dict_strict(model, {**sd, **{"head." + k: v.float() for k, v in head.items()}},
+                                f"{backbone} + {head_path}", layout, "basicvsr-meta")
+    model.weights_path = head_path
+    model.backbone_path = backbone
+    model.weights_layout = layout
+    return model.eval()
+
+
+__all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
            "UnknownModelError"]

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..imresize import contributions
+from ..imresize import imresize_torch
 from ..ops.meta_upscale import meta_out_size
 from .basicvsr import ResidualBlockNoBN, SpyNet, check_input
 
@@ -93,32 +93,10 @@ class InfoFilling(nn.Module):
         return self.body(F.leaky_relu(self.fuse(torch.cat([prop, aligned], 1)), 0.1))
 
 
-_RESIZE_CACHE: Dict[tuple, torch.Tensor] = {}
-
-
-def _resize_matrix(in_len: int, out_len: int, scale: float, device, dtype) -> torch.Tensor:
-    key = (in_len, out_len, scale, str(device), dtype)
-    m = _RESIZE_CACHE.get(key)
-    if m is None:
-        w, idx = contributions(in_len, out_len, scale, antialias=False)
-        dense = torch.zeros(out_len, in_len, dtype=torch.float64)
-        dense.scatter_add_(1, torch.from_numpy(idx), torch.from_numpy(w))
-        m = dense.to(device=device, dtype=dtype)
-        if len(_RESIZE_CACHE) > 64:
-            _RESIZE_CACHE.clear()
-        _RESIZE_CACHE[key] = m
-    return m
-
-
 def bicubic_upscale(x: torch.Tensor, out_h: int, out_w: int, scale: float) -> torch.Tensor:
-    """(N, C, h, w) -> (N, C, out_h, out_w): MATLAB ``imresize(x, scale, 'bicubic')`` for scale >= 1, on floats.
-
-    Separable: out = A_y @ x @ A_x^T with the per-dimension weights of ``imresize.contributions``.
-    """
-    h, w = x.shape[-2:]
-    ay = _resize_matrix(h, out_h, scale, x.device, x.dtype)
-    ax = _resize_matrix(w, out_w, scale, x.device, x.dtype)
-    return torch.matmul(torch.matmul(ay, x), ax.t())
+    """(N, C, h, w) -> (N, C, out_h, out_w): MATLAB ``imresize(x, scale, 'bicubic')`` for scale >= 1, on floats
+    (``imresize.imresize_torch``: out = A_y @ x @ A_x^T with the per-dimension weights of ``contributions``)."""
+    return imresize_torch(x, out_h, out_w, scale)
 
 
 class MetaUpscale(nn.Module):
@@ -158,13 +136,10 @@ class DSCVSR(nn.Module):
 
     @staticmethod
     def check_scale(scale) -> float:
-        try:
-            r = float(scale)
-        except (TypeError, ValueError):
-            raise ValueError(f"DSCVSR scale must be a number in [1, 4], got {scale!r}") from None
-        if not (1.0 <= r <= 4.0 + 1e-9) or math.isnan(r):
-            raise ValueError(f"DSCVSR scale {scale} is outside [1, 4] (trained on 1.1 to 4.0)")
-        return r
+        """Any r in [1, 16]; the network itself runs at min(r, 4) (trained on 1.1 to 4.0), above 4 its x4 output
+        is enlarged with the MATLAB bicubic (``models/resample.py``)."""
+        from .resample import check_any_scale
+        return check_any_scale(scale, "DSCVSR")
 
     def output_size(self, h: int, w: int, scale: Optional[float] = None) -> Tuple[int, int]:
         """(floor(r*h), floor(r*w)) -- Meta-SR's rule."""
@@ -203,6 +178,9 @@ class DSCVSR(nn.Module):
 
     def reconstruct(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor, scale: float) -> torch.Tensor:
         """Fuse both branches and meta-upscale one frame, plus the bicubic base: (N, 3, floor(rh), floor(rw))."""
+        if scale > 4.0:
+            from .resample import resample_x4
+            return resample_x4(self.reconstruct(lq, feat_b, feat_f, 4.0), lq.shape[-2:], scale)
         oh, ow = meta_out_size(lq.shape[-2], lq.shape[-1], scale)
         feat = F.leaky_relu(self.fusion(torch.cat([feat_b, feat_f], 1)), 0.1)
         return self.upscale(feat, scale) + bicubic_upscale(lq, oh, ow, scale)
