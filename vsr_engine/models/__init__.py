@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Union
+from typing import Dict, Optional, Union
 
 import torch.nn as nn
 

@@ -19,7 +19,6 @@ an untrained model already gives bicubic quality and training on a CPU budget on
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
