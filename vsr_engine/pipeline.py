@@ -609,7 +609,9 @@ class StreamPipeline:
                         if self.profile:
                             self._reaper_q.put(("time", "d2h", ready, ev))
                     else:
-                        ring.tensor(slot)[:n].copy_(flat)
+                        # a plain memcpy, not a torch copy: on the CPU a torch copy of this size starts an OpenMP
+                        # team on this thread while the step's team runs the model (oversubscribed cores)
+                        np.copyto(ring.array(slot)[:n], flat.numpy())
                     del flat
                     ring.commit(slot, (info, layout, n, ev))
                     t.add("download", time.perf_counter() - t1)
