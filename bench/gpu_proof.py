@@ -289,6 +289,7 @@ class Proof:
         row = {"op": op, "case": case, "dtype": dname, "impl": impl, "pass": ps}
         try:
             inputs = make(dt)
+            row["numel"] = int(inputs[0].numel())       # the main input's size: the choice table's size buckets
             fn = eager if impl == "eager" else kernel
             if ps == "fwd":
                 def call():
@@ -471,7 +472,7 @@ class Proof:
 
     # -- choice ---------------------------------------------------------------------------------------------
     def sec_choice(self, deadline):
-        meas = [{"op": r["op"], "backend": r["impl"], "ms": r["ms"]} for r in self.op_rows
+        meas = [{"op": r["op"], "backend": r["impl"], "ms": r["ms"], "numel": r.get("numel")} for r in self.op_rows
                 if r.get("ms") is not None and r["impl"] != "eager"]
         if not meas or self.dev.type != "cuda":
             return {"note": "no GPU kernel rows: table unchanged"}

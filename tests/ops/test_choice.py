@@ -34,6 +34,31 @@ def test_rows_make_a_table():
     assert t["ops"]["clean_step"] == _choice.table()["ops"]["clean_step"]  # unmeasured ops keep their entry
 
 
+def test_rows_with_sizes_make_size_buckets(tmp_path, monkeypatch):
+    # small inputs: triton is faster; large inputs: cuda is faster -> a bucket below the large size
+    rows = [{"op": "flow_warp", "backend": "triton", "ms": 0.01, "numel": 1000},
+            {"op": "flow_warp", "backend": "cuda", "ms": 0.02, "numel": 1000},
+            {"op": "flow_warp", "backend": "triton", "ms": 2.0, "numel": 10 ** 6},
+            {"op": "flow_warp", "backend": "cuda", "ms": 1.0, "numel": 10 ** 6},
+            {"op": "clean_step", "backend": "cuda", "ms": 0.1, "numel": 1000},
+            {"op": "clean_step", "backend": "cuda", "ms": 1.0, "numel": 10 ** 6}]
+    t = _choice.from_rows(rows, "H200")
+    fw = t["ops"]["flow_warp"]
+    assert fw["order"] == ["cuda", "triton", "torch"]
+    assert fw["by_size"] == [{"max_numel": 31622, "order": ["triton", "cuda", "torch"], "why": fw["by_size"][0]["why"]}]
+    assert "by_size" not in t["ops"]["clean_step"]          # same order at every size: no bucket
+    p = tmp_path / "t.json"
+    _choice.write(t, str(p))
+    monkeypatch.setenv("VSR_ENGINE_CHOICE", str(p))
+    assert _choice.bucket("flow_warp", 1000) == 0 and _choice.bucket("flow_warp", 31622) == 0
+    assert _choice.bucket("flow_warp", 31623) == -1 and _choice.bucket("clean_step", 10) == -1
+    assert _backend.auto_order("flow_warp", "cuda", 0)[:2] == ("triton", "cuda")
+    assert _backend.auto_order("flow_warp", "cuda", -1)[:2] == ("cuda", "triton")
+    # the static table has no buckets: every size takes the op's order, and nothing is compared
+    monkeypatch.delenv("VSR_ENGINE_CHOICE")
+    assert all(_choice.bucket(op, 10 ** 9) == -1 for op in _backend.OPS)
+
+
 def test_cupy_reports_and_refuses_cleanly():
     info = backend_info()
     for op in _backend.OPS:

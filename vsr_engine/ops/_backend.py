@@ -155,17 +155,27 @@ def cupy_usable(device_type: str) -> Tuple[bool, str]:
 _USABLE = {"cuda": cuda_usable, "cupy": cupy_usable, "triton": triton_usable}
 
 
-def auto_order(op: str, device_type: str) -> Tuple[str, ...]:
-    """The order the automatic choice tries for ``op`` (the choice table on CUDA, triton then torch on CPU)."""
+def auto_order(op: str, device_type: str, size_bucket: int = -1) -> Tuple[str, ...]:
+    """The order the automatic choice tries for ``op`` (the choice table on CUDA, for the call's size bucket;
+    triton then torch on CPU)."""
     if device_type == "cuda":
         from . import _choice
-        return tuple(b for b in _choice.order(op) if b in IMPLEMENTS[op] and b != "torch") + ("torch",)
+        return tuple(b for b in _choice.order(op, size_bucket) if b in IMPLEMENTS[op] and b != "torch") + ("torch",)
     return ("triton", "torch")
 
 
+def pick(op: str, x: torch.Tensor) -> str:
+    """The backend for a call of ``op`` whose main input is ``x`` (its device, and on CUDA its size bucket)."""
+    if x.device.type != "cuda":
+        return resolve(op, x.device.type)
+    from . import _choice
+    return resolve(op, "cuda", _choice.bucket(op, x.numel()))
+
+
 @torch.compiler.assume_constant_result
-def resolve(op: str, device_type: str) -> str:
-    """The backend that runs ``op`` for a tensor on ``device_type``. Constant under torch.compile."""
+def resolve(op: str, device_type: str, size_bucket: int = -1) -> str:
+    """The backend that runs ``op`` for a tensor on ``device_type`` (``size_bucket``: see ``_choice.bucket``).
+    Constant under torch.compile."""
     forced = _forced.get(op, _forced.get(None))
     if forced is not None:
         if forced == "torch":
@@ -174,7 +184,7 @@ def resolve(op: str, device_type: str) -> str:
         if not ok:
             raise BackendUnavailable(f"{op}: backend {forced!r} was forced but cannot run here: {why}")
         return forced
-    for b in auto_order(op, device_type):
+    for b in auto_order(op, device_type, size_bucket):
         if b == "torch" or _USABLE[b](device_type)[0]:
             return b
     return "torch"

@@ -4,6 +4,11 @@ Until GPU rows exist the table follows the static analysis (its ``basis`` says s
 it); ``bench/gpu_proof.py --update-choice`` rewrites it from measured forward+backward times. A backend that is
 not in an op's ``order`` is never chosen automatically (it can still be forced). ``VSR_ENGINE_CHOICE=path`` reads
 another table. On CPU tensors the order is fixed: triton (interpreter) then torch.
+
+Per shape: an op's entry may hold ``by_size``, a list of ``{"max_numel", "order"}`` in ascending ``max_numel``; a
+call whose main input has at most that many elements uses the first such order, larger calls the op's ``order``
+(``bucket(op, numel)`` picks it; the ops pass the bucket to ``resolve``). ``from_rows`` writes these buckets when
+the benchmark rows carry ``numel`` and the fastest order differs between sizes.
 """
 from __future__ import annotations
 
@@ -25,9 +30,25 @@ def table(path: Optional[str] = None) -> dict:
     return t
 
 
-def order(op: str) -> List[str]:
+def bucket(op: str, numel) -> int:
+    """Index of the ``by_size`` entry for a call whose main input has ``numel`` elements, -1 for the op's
+    ``order``. With no ``by_size`` entries (the static table) nothing is compared."""
     try:
-        return list(table()["ops"][op]["order"])
+        sizes = table()["ops"][op].get("by_size") or ()
+    except Exception:
+        return -1
+    for i, b in enumerate(sizes):
+        if numel <= int(b["max_numel"]):
+            return i
+    return -1
+
+
+def order(op: str, size_bucket: int = -1) -> List[str]:
+    try:
+        entry = table()["ops"][op]
+        if size_bucket >= 0:
+            return list(entry["by_size"][size_bucket]["order"])
+        return list(entry["order"])
     except Exception:  # a missing or broken table must not break the ops
         return ["cuda", "cupy", "triton", "torch"]
 
@@ -40,25 +61,53 @@ def basis() -> str:
         return f"built-in order (table unreadable: {type(e).__name__})"
 
 
+def _ranked(ms: Dict[str, float]) -> List[str]:
+    ordered = sorted(ms, key=ms.get)
+    return ordered + ([] if "torch" in ordered else ["torch"])
+
+
 def from_rows(rows: List[dict], device: str, old: Optional[dict] = None) -> dict:
-    """A new table from benchmark rows ``{"op", "backend", "ms"}`` (forward+backward at the real shapes, summed
-    per backend): each op's order is its measured backends fastest first, then torch if unmeasured."""
+    """A new table from benchmark rows ``{"op", "backend", "ms"[, "numel"]}`` (forward+backward at the real shapes,
+    summed per backend): each op's order is its measured backends fastest first, then torch if unmeasured. When the
+    rows carry ``numel`` (the main input's element count) and the fastest order at a smaller size differs from the
+    largest size's, that size gets a ``by_size`` bucket (up to the geometric mean of it and the next size) and the
+    op's ``order`` is the largest size's."""
     old = old or table()
     tot: Dict[str, Dict[str, float]] = {}
+    per: Dict[str, Dict[int, Dict[str, float]]] = {}
     for r in rows:
         if r.get("ms") is None:
             continue
         tot.setdefault(r["op"], {}).setdefault(r["backend"], 0.0)
         tot[r["op"]][r["backend"]] += float(r["ms"])
+        if r.get("numel") is not None:
+            d = per.setdefault(r["op"], {}).setdefault(int(r["numel"]), {})
+            d[r["backend"]] = d.get(r["backend"], 0.0) + float(r["ms"])
     ops = {}
     for op, entry in old["ops"].items():
         meas = tot.get(op)
         if not meas:
             ops[op] = entry
             continue
-        ordered = sorted(meas, key=meas.get)
-        if "torch" not in ordered:
-            ordered.append("torch")
+        sizes = sorted(per.get(op, {}))
+        # only sizes where every backend of the op was measured can be compared
+        sizes = [n for n in sizes if set(per[op][n]) == set(meas)]
+        if len(sizes) >= 2:
+            top = _ranked(per[op][sizes[-1]])
+            new = {"order": top, "why": f"measured at {sizes[-1]} elements: " + ", ".join(
+                f"{b} {per[op][sizes[-1]][b]:.3f} ms" for b in top if b in per[op][sizes[-1]])}
+            buckets = []
+            for n, nxt in zip(sizes, sizes[1:]):
+                o = _ranked(per[op][n])
+                if o != top:
+                    buckets.append({"max_numel": int((n * nxt) ** 0.5), "order": o,
+                                    "why": f"measured at {n} elements: " + ", ".join(
+                                        f"{b} {per[op][n][b]:.3f} ms" for b in o if b in per[op][n])})
+            if buckets:
+                new["by_size"] = buckets
+            ops[op] = new
+            continue
+        ordered = _ranked(meas)
         ops[op] = {"order": ordered, "why": "measured: " + ", ".join(f"{b} {meas[b]:.3f} ms" for b in ordered
                                                                      if b in meas)}
     return {"basis": "measured by bench/gpu_proof.py (sum of forward+backward ms over its shapes and dtypes)",

@@ -15,7 +15,7 @@ from typing import Tuple
 import torch
 
 from . import _cuda
-from ._backend import TRITON_OK, resolve, tl, triton
+from ._backend import TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
 
 __all__ = ["clean_step", "clean_step_ref"]
@@ -163,7 +163,7 @@ _clean_step_op.register_autograd(_backward, setup_context=_setup_context)
 def clean_step(x: torch.Tensor, residue: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + residue, mean|residue|)``; the mean is a 0-d fp32 tensor (fp64 for fp64 input) on x's device."""
     _check(x, residue)
-    backend = resolve("clean_step", x.device.type)
+    backend = pick("clean_step", x)
     if backend == "torch":
         return clean_step_ref(x, residue)
     return _clean_step_op(x, residue, backend)

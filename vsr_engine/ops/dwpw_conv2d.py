@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _cuda
-from ._backend import INTERPRET, TRITON_OK, resolve, tl, triton
+from ._backend import INTERPRET, TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, next_pow2, tl_acc
 
 __all__ = ["dwpw_conv2d", "dwpw_conv2d_ref"]
@@ -391,7 +391,7 @@ def dwpw_conv2d(x: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torc
     """Fused depthwise + pointwise conv (+ activation, + residual) on the active backend."""
     act = _act_code(activation)
     _check(x, dw_weight, dw_bias, pw_weight, pw_bias, residual)
-    backend = resolve("dwpw_conv2d", x.device.type)
+    backend = pick("dwpw_conv2d", x)
     if backend == "torch" or x.numel() == 0:
         return dwpw_conv2d_ref(x, dw_weight, dw_bias, pw_weight, pw_bias, activation, residual)
     return _dwpw_op(x, dw_weight, dw_bias, pw_weight, pw_bias, residual, act, backend)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _cuda
-from ._backend import TRITON_OK, resolve, tl, triton
+from ._backend import TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
 
 __all__ = ["flow_warp", "flow_warp_ref"]
@@ -322,7 +322,7 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, interp_mode: str = "bilinear"
     _check(x, flow)
     if interp_mode != "bilinear" or padding_mode not in ("zeros", "border"):
         return flow_warp_ref(x, flow, interp_mode, padding_mode, align_corners)
-    backend = resolve("flow_warp", x.device.type)
+    backend = pick("flow_warp", x)
     if backend == "torch":
         return flow_warp_ref(x, flow, interp_mode, padding_mode, align_corners)
     return _flow_warp_op(x, flow, padding_mode, bool(align_corners), backend)

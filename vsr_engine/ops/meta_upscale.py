@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _cuda
-from ._backend import TRITON_OK, resolve, tl, triton
+from ._backend import TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
 
 __all__ = ["meta_upscale", "meta_upscale_ref", "meta_out_size"]
@@ -490,4 +490,4 @@ def meta_upscale(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.T
     scale = float(scale)
     _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size)
     return _meta_op(feat, scale, w1, b1, w2, b2, int(out_channels), int(kernel_size),
-                    resolve("meta_upscale", feat.device.type))
+                    pick("meta_upscale", feat))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _cuda
-from ._backend import TRITON_OK, resolve, tl, triton
+from ._backend import TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
 
 __all__ = ["pixel_shuffle", "pixel_shuffle_ref", "pixel_shuffle_lrelu", "pixel_shuffle_lrelu_ref"]
@@ -225,14 +225,14 @@ def _check(x: torch.Tensor, r: int, bias: Optional[torch.Tensor]) -> None:
 def _run(x, r, bias, act, slope):
     lead = x.shape[:-3]
     x4 = x.reshape(-1, *x.shape[-3:]) if x.dim() != 4 else x
-    out = _pixel_shuffle_op(x4, int(r), bias, act, float(slope), resolve("pixel_shuffle", x.device.type))
+    out = _pixel_shuffle_op(x4, int(r), bias, act, float(slope), pick("pixel_shuffle", x))
     return out.reshape(*lead, *out.shape[-3:]) if x.dim() != 4 else out
 
 
 def pixel_shuffle(x: torch.Tensor, upscale_factor: int) -> torch.Tensor:
     """``F.pixel_shuffle`` on the active backend."""
     _check(x, upscale_factor, None)
-    if resolve("pixel_shuffle", x.device.type) == "torch" or x.numel() == 0:
+    if pick("pixel_shuffle", x) == "torch" or x.numel() == 0:
         return pixel_shuffle_ref(x, upscale_factor)
     return _run(x, upscale_factor, None, False, 1.0)
 
@@ -241,6 +241,6 @@ def pixel_shuffle_lrelu(x: torch.Tensor, upscale_factor: int, bias: Optional[tor
                         negative_slope: float = 0.1) -> torch.Tensor:
     """LeakyReLU(pixel_shuffle(x + bias), negative_slope) in one pass; ``bias`` per input channel."""
     _check(x, upscale_factor, bias)
-    if resolve("pixel_shuffle", x.device.type) == "torch" or x.numel() == 0:
+    if pick("pixel_shuffle", x) == "torch" or x.numel() == 0:
         return pixel_shuffle_lrelu_ref(x, upscale_factor, bias, negative_slope)
     return _run(x, upscale_factor, bias, True, negative_slope)
