@@ -29,7 +29,6 @@ import csv
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ import torch  # noqa: E402
 
 from vsr_engine import ops  # noqa: E402
 from vsr_engine.ops import _backend, _choice  # noqa: E402
+from common import median_ms as time_ms  # noqa: E402  (bench/common.py, beside this script)
 
 SECTIONS = ("env", "tests", "ops", "models", "engine", "choice")
 # share of the budget each section may use (the rest rolls over to later sections)
@@ -90,26 +90,6 @@ class Out:
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-def time_ms(fn: Callable, dev: torch.device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    ts = []
-    for _ in range(iters):
-        if dev.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(a.elapsed_time(b))
-        else:
-            t = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
 
 
 def copy_gbps(dev: torch.device, n: int) -> float:

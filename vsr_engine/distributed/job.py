@@ -14,9 +14,7 @@ import collections
 import dataclasses
 import hashlib
 import os
-import sys
 import time
-from fractions import Fraction
 from typing import Callable, Dict, List, Optional
 
 from ..video import VIDEO_EXTS, VideoReader, VsrError, VsrInputError, VsrOutputError

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Optional
 
+from ..io.resume import _atomic_write as atomic_write
 from ..video import VsrError
 
 __all__ = ["ResumeError", "fingerprint", "job_dir_for", "load", "save", "check_resume", "MANIFEST", "VERSION"]
@@ -39,29 +40,6 @@ def fingerprint(path: str) -> dict:
         f.seek(max(0, size - _EDGE))
         tail = hashlib.sha256(f.read(_EDGE)).hexdigest()
     return {"size": size, "head_sha256": head, "tail_sha256": tail}
-
-
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not POSIX
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def save(job_dir: str, manifest: dict) -> None:

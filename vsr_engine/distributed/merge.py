@@ -9,7 +9,6 @@ source's, untouched.
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import os
 import time
@@ -17,7 +16,7 @@ from fractions import Fraction
 from typing import List, Optional
 
 from ..video import VsrOutputError
-from .manifest import _fsync_dir
+from ..io.resume import _fsync_dir
 
 __all__ = ["merge_segments", "MergeError"]
 

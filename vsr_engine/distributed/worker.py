@@ -21,7 +21,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from ..video import VsrInputError, frame_to_rgb, rgb_to_frame
+from ..video import frame_to_rgb, rgb_to_frame
 from .index import FrameIndex
 from .plan import Segment
 

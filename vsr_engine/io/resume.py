@@ -31,12 +31,14 @@ def _fsync_dir(d: str) -> None:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file renamed into place (the folder synced too)."""
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def _same_file(a: str, b: str) -> bool:
