@@ -44,14 +44,40 @@ def test_output_size_is_floor_r_h_by_floor_r_w(name, r):
         assert m.output_size(13, 11) == (int(r * 13), int(r * 11))
 
 
-@pytest.mark.parametrize("r", [1.5, 2.5, 3.3, 4.0, 5.5])
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_output_size_is_exact_floor_where_binary_floats_fall_short(name):
+    # 1.4 * 45 = 62.99999999999999 and 1.4 * 10 = 14.000000000000002 in doubles: the output is 63 x 14
+    m = tiny(name, 1.4)
+    with torch.inference_mode():
+        y = m(torch.rand(1, 2, 3, 45, 10))
+    assert tuple(y.shape[-2:]) == (63, 14) == tuple(m.output_size(45, 10))
+    assert Engine(m, device="cpu").output_size(10, 45) == (14, 63)
+
+
+@pytest.mark.parametrize("r", [1.5, 2.5, 3.3, 4.0, 5.5, 1.1, 2.7])
 def test_resample_equals_imresize_on_the_same_x4_frames(r):
     y4 = torch.rand(2, 3, 4 * 9, 4 * 14, dtype=torch.float64)
     got = resample_x4(y4, (9, 14), r)
     oh, ow = int(r * 9), int(r * 14)
-    for i in range(2):
-        ref = imresize(y4[i].permute(1, 2, 0).numpy(), output_shape=(oh, ow))
+    for i in range(2):   # MATLAB imresize(y4, r/4) cut to floor(r*h) x floor(r*w)
+        ref = imresize(y4[i].permute(1, 2, 0).numpy(), r / 4, output_shape=(oh, ow))
         np.testing.assert_allclose(got[i].permute(1, 2, 0).numpy(), ref, atol=1e-12)
+
+
+def test_resample_keeps_the_geometry_of_a_one_over_r_lr_when_r_h_is_not_an_integer():
+    # a smooth ramp survives BI down by r and "x4" up by exact linear resampling; the resampled output must sit
+    # on the HR grid: a size-ratio factor (floor(r*h)/4h) drifts by up to a pixel at the far edge
+    r, h = 1.3, 37                       # r*h = 48.1 -> 48 output rows, ratio 48/148 != 1.3/4
+    xs = (torch.arange(4 * h, dtype=torch.float64) + 0.5) / 4 - 0.5      # LR coordinate of each x4 row
+    y4 = xs.view(-1, 1).expand(4 * h, 8).clone()
+    out = resample_x4(y4, (h, 2), r)[:, 0]
+    want = (torch.arange(out.shape[0], dtype=torch.float64) + 0.5) / r - 0.5
+    inner = slice(3, -3)                 # away from the symmetric-padding borders
+    assert out.shape[0] == int(r * h)
+    # the antialiased cubic reproduces a ramp to ~3e-4 LR px; the size-ratio factor drifts to 0.07 LR px (0.09 HR px)
+    assert (out[inner] - want[inner]).abs().max() < 2e-3
+    ratio = imresize_torch(y4, out.shape[0], 8)[:, 0]
+    assert (ratio[inner] - want[inner]).abs().max() > 0.05
 
 
 def test_imresize_torch_antialiased_shrink_and_uint8_agree():
@@ -71,7 +97,7 @@ def test_resampled_basicvsr_is_imresize_of_the_x4_model(r):
     with torch.inference_mode():
         y4, y = x4(x), m(x)
     for t in range(3):
-        ref = imresize(y4[0, t].permute(1, 2, 0).double().numpy(), output_shape=(int(r * 10), int(r * 12)))
+        ref = imresize(y4[0, t].permute(1, 2, 0).double().numpy(), r / 4, output_shape=(int(r * 10), int(r * 12)))
         np.testing.assert_allclose(y[0, t].permute(1, 2, 0).double().numpy(), ref, atol=2e-5)
 
 
@@ -157,3 +183,30 @@ def test_auto_choice_is_the_best_measured_model_at_the_nearest_scale(monkeypatch
     assert choice.choose(3.4, table)[:2] == ("basicvsr", "vimeo-bi")
     assert "chosen" in choice.describe(table)
     assert choice.choose(2.0, {})[:2] == ("basicvsr", "vimeo-bi")   # no table: the x4 + resize baseline
+
+
+def test_panned_image_window_is_a_straight_camera_pan_inside_the_image():
+    import random
+    from vsr_engine.train_meta import MAX_PAN, draw_window, pan_window
+    img = np.random.default_rng(0).integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(40):
+        w = pan_window(rng, img, 6, 64)
+        assert w.shape == (6, 64, 64, 3)
+        # locate each crop in the image: one constant step per frame, |step| <= MAX_PAN
+        pos = []
+        for f in w:
+            hits = [(y, x) for y in range(120 - 63) for x in range(150 - 63)
+                    if f[0, 0, 0] == img[y, x, 0] and np.array_equal(f, img[y:y + 64, x:x + 64])]
+            assert len(hits) == 1
+            pos.append(hits[0])
+        steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(pos, pos[1:])}
+        assert len(steps) == 1
+        (vy, vx), = steps
+        assert abs(vy) <= MAX_PAN and abs(vx) <= MAX_PAN
+        seen.add((vy, vx))
+    assert len(seen) > 5   # the pans differ
+    # an image set as a source: crop size round(p * r) with p <= lr_size LR pixels
+    w = draw_window(random.Random(1), [img], 2.5, 6, 40)
+    assert w.shape == (6, 100, 100, 3) and w.flags["C_CONTIGUOUS"]

@@ -178,7 +178,9 @@ class Engine:
         if callable(f):
             oh, ow = f(height, width)
             return int(ow), int(oh)
-        return int(width * self.scale), int(height * self.scale)
+        from .ops.meta_upscale import meta_out_size
+        oh, ow = meta_out_size(height, width, self.scale)
+        return ow, oh
 
     # -- public API ----------------------------------------------------------------------------------------
     def run(self, source, sink=None, *, resume: bool = False, force: bool = False, fps=None,

@@ -11,10 +11,11 @@ so that they map to whole output pixels (any scale of the form p/q).
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
+
+from .ops.meta_upscale import meta_out_size
 
 __all__ = ["DEFAULT_PAD", "TiledProcessor", "align_of", "tile_boxes", "convert_state", "clone_processor"]
 
@@ -74,8 +75,7 @@ class TiledProcessor:
             raise ValueError(f"pad {pad} is not a multiple of {self.q} (scale {scale})")
         self.boxes = tile_boxes(h, w, self.grid, self.pad, self.q)
         self.tiles = [clone_processor(proc) for _ in self.boxes]
-        self.out_h = int(math.floor(h * self.scale + 1e-6))
-        self.out_w = int(math.floor(w * self.scale + 1e-6))
+        self.out_h, self.out_w = meta_out_size(h, w, self.scale)
 
     def _key(self) -> List[int]:
         return [self.h, self.w, self.grid[0], self.grid[1], self.pad, self.q]

@@ -21,6 +21,8 @@ definition, for tests; the op's torch path is the per-pair one).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Dict, Tuple
 
 import torch
@@ -35,7 +37,9 @@ __all__ = ["meta_upscale", "meta_upscale_ref", "meta_out_size"]
 
 # ============================================================================================ coordinates
 def meta_out_size(h: int, w: int, scale: float) -> Tuple[int, int]:
-    return int(scale * h), int(scale * w)
+    """floor(r*h) x floor(r*w), as exact arithmetic gives it: 1.4 * 90 is 125.99999999999999 in binary floating
+    point, and the output is 126 rows (the same rule as ``tiling``; one output size everywhere)."""
+    return int(math.floor(scale * h + 1e-6)), int(math.floor(scale * w + 1e-6))
 
 
 def _axis(n_in: int, n_out: int, scale: float):
