@@ -3,6 +3,7 @@
     python bench/eval_anyscale.py backbone [--frames N] [--scales ...] CLIP...   # official backbone, cached
     python bench/eval_anyscale.py dscvsr   [--frames N] [--scales ...] CLIP...   # DSCVSR column, cached
     python bench/eval_anyscale.py table    [--frames N] [--scales ...] CLIP...   # all four methods, writes results
+    python bench/eval_anyscale.py heads --heads H1 H2 ... CLIP...   # basicvsr-meta heads vs x4+resize only, no writes
 
 LR = MATLAB ``imresize(gt, 1/r)`` (BI, uint8) of the first ``--frames`` frames of each clip (0 = all), optionally
 a centre ``--crop`` of the GT (0 = whole frames), through the model at once, Y-PSNR on uint8 outputs, no border crop (region common to output and GT). The official backbone
@@ -176,6 +177,24 @@ def table(args):
     print(md)
 
 
+def heads(args):
+    """Mean Y-PSNR gain of each basicvsr-meta head over x4 + resize per scale, from the backbone cache (prints only)."""
+    data = []
+    for clip in args.clips:
+        gts = _gts(clip, args.frames, args.crop)
+        for r in args.scales:
+            data.append((r, gts, torch.load(_cache_path(args, clip, r), weights_only=False)))
+    for h in args.heads:
+        meta = load_model("basicvsr-meta", weights=h)
+        gain = {}
+        for r, gts, c in data:
+            with torch.inference_mode():
+                g = [_psnr_fit(c["base"][i] + (meta.head(c["fused"][i:i + 1], r)[0] if r < HEAD_MAX_SCALE else 0),
+                               gts[i], 0) - _psnr_fit(c["base"][i], gts[i], 0) for i in range(len(gts))]
+            gain.setdefault(r, []).append(float(np.mean(g)))
+        print(h, " ".join(f"x{r:g} {np.mean(v):+.3f}" for r, v in gain.items()), flush=True)
+
+
 def write_choice(rec) -> None:
     """``vsr_engine/assets/anyscale_choice.json``: mean Y-PSNR per model and scale, for ``--model auto --scale r``."""
     from vsr_engine.models.choice import TABLE
@@ -220,18 +239,19 @@ def markdown(rec) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("phase", choices=["backbone", "dscvsr", "table"])
+    ap.add_argument("phase", choices=["backbone", "dscvsr", "table", "heads"])
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--scales", nargs="+", type=float, default=SCALES)
     ap.add_argument("--frames", type=int, default=0, help="first N frames of each clip (0 = all)")
     ap.add_argument("--crop", type=int, default=0, help="centre crop of the GT, c x c (0 = whole frames)")
     ap.add_argument("--cache", default="runs/anyscale_cache")
     ap.add_argument("--head", default=None, help="basicvsr-meta head (default: bundled)")
+    ap.add_argument("--heads", nargs="+", default=[], help="head checkpoints for the heads phase")
     ap.add_argument("--dscvsr", default=None, help="DSCVSR weights (default: bundled)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"backbone": backbone, "dscvsr": dscvsr_only, "table": table}[args.phase](args)
+    {"backbone": backbone, "dscvsr": dscvsr_only, "table": table, "heads": heads}[args.phase](args)
 
 
 if __name__ == "__main__":
