@@ -60,3 +60,22 @@ def test_head_training_without_held_out_windows_is_one_clear_error(cache, tmp_pa
     with pytest.raises(SystemExit, match="held-out"):
         main(["train", "--cache", str(cache), "--val-clips", "nowhere", "--steps", "1",
               "--out", str(tmp_path / "h.safetensors")])
+
+
+def test_distillation_arms_run_and_keep_only_a_better_student(cache, tmp_path, capsys):
+    import json
+    from vsr_engine import distill_meta
+    head = tmp_path / "head.safetensors"
+    main(["train", "--cache", str(cache), "--val-clips", "held", "--steps", "2", "--mid", "4", "--hidden", "8",
+          "--out", str(head)])
+    capsys.readouterr()
+    out = tmp_path / "dsc.safetensors"
+    distill_meta.main(["--arm", "distill", "--cache", str(cache), "--val-clips", "held", "--steps", "3",
+                       "--val-every", "1", "--frames", "2", "--lr", "1e-3", "--head", str(head), "--out", str(out)])
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["arm"] == "distill" and rec["steps"] == 3
+    assert rec["best"]["student"] >= rec["start"]["student"]
+    assert out.exists() == (rec["best_step"] > 0)
+    if out.exists():
+        from vsr_engine import load_model
+        assert load_model("dscvsr", weights=str(out), scale=2.0) is not None

@@ -130,6 +130,19 @@ def cache(args):
               f"{time.time() - t0:.0f}s", flush=True)
 
 
+def split_held_out(items, val_clips, n_val: int, where: str):
+    """(held-out, training) cached windows: every window of ``val_clips`` (whole sources, so the checkpoint is
+    chosen on content never trained on), else the last ``n_val``; one clear error when either side is empty."""
+    if val_clips:
+        val = [it for it in items if it["clip"] in val_clips]
+        tr = [it for it in items if it["clip"] not in val_clips]
+    else:
+        val, tr = items[-n_val:], items[:-n_val]
+    if not val or not tr:
+        raise SystemExit(f"{len(tr)} training and {len(val)} held-out windows in {where}; need both")
+    return val, tr
+
+
 def _loss_parts(head_model, item, frames=None):
     """(output, HR) on their common region, for the cached window's frames ``frames`` (a slice; None = all)."""
     sl = frames if frames is not None else slice(None)
@@ -150,13 +163,7 @@ def train(args):
     torch.manual_seed(args.seed)
     files = sorted(f for f in os.listdir(args.cache) if f.endswith(".pt"))
     items = [torch.load(os.path.join(args.cache, f), weights_only=False) for f in files]
-    if args.val_clips:   # whole sources held out: the checkpoint is chosen on content the head never saw
-        val = [it for it in items if it["clip"] in args.val_clips]
-        tr = [it for it in items if it["clip"] not in args.val_clips]
-    else:
-        val, tr = items[-args.val:], items[:-args.val]
-    if not val or not tr:
-        raise SystemExit(f"train_meta: {len(tr)} training and {len(val)} held-out windows in {args.cache}; need both")
+    val, tr = split_held_out(items, args.val_clips, args.val, args.cache)
     args.data_clips = sorted({it["clip"] for it in tr})
     from .models.basicvsr_meta import BasicVSRMeta
     model = BasicVSRMeta(head_mid=args.mid, head_hidden=args.hidden)  # backbone unused here: cached
