@@ -3,7 +3,7 @@
     python bench/eval_anyscale.py backbone [--frames N] [--scales ...] CLIP...   # official backbone, cached
     python bench/eval_anyscale.py dscvsr   [--frames N] [--scales ...] CLIP...   # DSCVSR column, cached
     python bench/eval_anyscale.py table    [--frames N] [--scales ...] CLIP...   # all four methods, writes results
-    python bench/eval_anyscale.py heads --heads H1 H2 ... CLIP...   # basicvsr-meta heads vs x4+resize only, no writes
+    python bench/eval_anyscale.py heads CLIP... --heads H1 H2 ...   # x4+resize -> basicvsr-meta per head, prints only
 
 LR = MATLAB ``imresize(gt, 1/r)`` (BI, uint8) of the first ``--frames`` frames of each clip (0 = all), optionally
 a centre ``--crop`` of the GT (0 = whole frames), through the model at once, Y-PSNR on uint8 outputs, no border crop (region common to output and GT). The official backbone
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import env_info  # noqa: E402
+from bench.common import cpu_model, env_info  # noqa: E402
 from vsr_engine import load_model  # noqa: E402
 from vsr_engine.data import bi_degrade, read_folder  # noqa: E402
 from vsr_engine.evaluate import _psnr_fit  # noqa: E402
@@ -37,14 +37,6 @@ from vsr_engine.models.resample import resample_x4  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "anyscale_vid4")
 SCALES = [1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
-
-
-def _cpu_name() -> str:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def _lr(gts, r):
@@ -163,7 +155,7 @@ def table(args):
     rec = {"clips": [os.path.basename(os.path.normpath(c)) for c in args.clips], "frames": args.frames,
            "crop": args.crop,
            "params": {"bicubic": 0, "x4_resize": n_bvsr, "basicvsr_meta": n_bvsr + n_head, "dscvsr": n_dsc},
-           "head": meta.weights_path, "dscvsr_weights": dsc.weights_path, "cpu": _cpu_name(),
+           "head": meta.weights_path, "dscvsr_weights": dsc.weights_path, "cpu": (cpu_model() or "unknown"),
            "threads": torch.get_num_threads(), **env_info(torch.device("cpu")), "rows": rows}
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS + ".json.tmp", "w") as f:
@@ -178,7 +170,8 @@ def table(args):
 
 
 def heads(args):
-    """Mean Y-PSNR gain of each basicvsr-meta head over x4 + resize per scale, from the backbone cache (prints only)."""
+    """Mean Y-PSNR of x4 + resize and of basicvsr-meta with each head per scale, from the backbone cache (prints
+    only; the mean is over clips of the per-frame mean, as in the table)."""
     data = []
     for clip in args.clips:
         gts = _gts(clip, args.frames, args.crop)
@@ -186,13 +179,15 @@ def heads(args):
             data.append((r, gts, torch.load(_cache_path(args, clip, r), weights_only=False)))
     for h in args.heads:
         meta = load_model("basicvsr-meta", weights=h)
-        gain = {}
+        base, ours = {}, {}
         for r, gts, c in data:
             with torch.inference_mode():
-                g = [_psnr_fit(c["base"][i] + (meta.head(c["fused"][i:i + 1], r)[0] if r < HEAD_MAX_SCALE else 0),
-                               gts[i], 0) - _psnr_fit(c["base"][i], gts[i], 0) for i in range(len(gts))]
-            gain.setdefault(r, []).append(float(np.mean(g)))
-        print(h, " ".join(f"x{r:g} {np.mean(v):+.3f}" for r, v in gain.items()), flush=True)
+                m = [_psnr_fit(c["base"][i] + (meta.head(c["fused"][i:i + 1], r)[0] if r < HEAD_MAX_SCALE else 0),
+                               gts[i], 0) for i in range(len(gts))]
+            base.setdefault(r, []).append(float(np.mean([_psnr_fit(c["base"][i], gts[i], 0) for i in range(len(gts))])))
+            ours.setdefault(r, []).append(float(np.mean(m)))
+        print(h, " ".join(f"x{r:g} {np.mean(base[r]):.3f} -> {np.mean(ours[r]):.3f} ({np.mean(ours[r]) - np.mean(base[r]):+.3f})"
+                          for r in base), flush=True)
 
 
 def write_choice(rec) -> None:
@@ -217,8 +212,8 @@ def markdown(rec) -> str:
     lines = [f"Vid4 {', '.join(rec['clips'])}, first {rec['frames'] or 'all'} frames, {crop}, BI LR (MATLAB bicubic), "
              f"Y-PSNR (dB) without crop, mean over clips of the per-frame mean; CPU: {rec['cpu']}, "
              f"{rec['threads']} thread(s), shared machine (ms/frame noisy); {rec['date']} git {rec['git_sha']}", "",
-             f"| scale | bicubic | x4+resize (BasicVSR Vimeo-BI) | basicvsr-meta | DSCVSR | meta - x4+resize | "
-             f"DSCVSR - bicubic | DSCVSR - meta |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| scale | bicubic | x4+resize (BasicVSR Vimeo-BI) | basicvsr-meta | DSCVSR | meta - x4+resize | "
+             "DSCVSR - bicubic | DSCVSR - meta |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     scales = sorted({r["scale"] for r in rec["rows"]})
     for s in scales:
         rs = [r for r in rec["rows"] if r["scale"] == s]

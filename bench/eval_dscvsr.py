@@ -21,23 +21,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import env_info  # noqa: E402
+from bench.common import cpu_model, env_info  # noqa: E402
 from vsr_engine import load_model  # noqa: E402
 from vsr_engine.data import read_folder  # noqa: E402
 from vsr_engine.evaluate import eval_clip  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "dscvsr_vid4.jsonl")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main(argv=None):
@@ -59,7 +48,7 @@ def main(argv=None):
     rec = {"label": args.label, "weights": model.weights_path, "params": n_all, "params_without_spynet": n_all - n_spy,
            **env_info(torch.device(args.device)), "results": []}
     if args.device == "cpu":
-        rec["device"] = f"cpu ({_cpu_name()}, {torch.get_num_threads()} threads)"
+        rec["device"] = f"cpu ({cpu_model() or 'unknown'}, {torch.get_num_threads()} threads)"
     print(f"weights {model.weights_path}: {n_all:,} parameters ({n_all - n_spy:,} without BasicVSR's SPyNet)")
     print("| clip | scale | bicubic | DSCVSR | gain | ms/frame |")
     print("|---|---|---|---|---|---|")

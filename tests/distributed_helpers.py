@@ -17,6 +17,17 @@ TINY_SPEC = {"model": "basicvsr", "weights": False, "seed": 0, "window": 8, "ove
 FAST_ENC = {"codec": "libx264", "crf": 23, "preset": "ultrafast", "pix_fmt": "yuv420p"}
 
 
+def _copy_audio(src_c, a_out, out, end: float) -> None:
+    """The source's first audio stream into ``a_out`` of ``out``, packets starting before ``end`` seconds."""
+    for p in src_c.demux(src_c.streams.audio[0]):
+        if p.dts is None or p.pts is None:
+            continue
+        if float(p.pts * p.time_base) >= end:
+            break
+        p.stream = a_out
+        out.mux(p)
+
+
 def make_clip(src: str, dst: str, frames: int, size=(32, 18), gop: int = 12, bframes: int = 2,
               audio: bool = True, loops: int = 1) -> None:
     """The first ``frames`` frames of ``src`` (looped when it is shorter) scaled to ``size``, H.264 with a
@@ -51,13 +62,7 @@ def make_clip(src: str, dst: str, frames: int, size=(32, 18), gop: int = 12, bfr
     for p in vs.encode(None):
         out.mux(p)
     if a_out is not None:
-        for p in src_c.demux(src_c.streams.audio[0]):
-            if p.dts is None or p.pts is None:
-                continue
-            if float(p.pts * p.time_base) >= end:
-                break
-            p.stream = a_out
-            out.mux(p)
+        _copy_audio(src_c, a_out, out, end)
     out.close()
     if src_c is not None:
         src_c.close()
@@ -141,14 +146,7 @@ def make_marked_clip(dst: str, frames: int, size=(64, 36), gop: int = 12, bframe
     for p in vs.encode(None):
         out.mux(p)
     if a_out is not None:
-        end = frames / 25
-        for p in src_c.demux(src_c.streams.audio[0]):
-            if p.dts is None or p.pts is None:
-                continue
-            if float(p.pts * p.time_base) >= end:
-                break
-            p.stream = a_out
-            out.mux(p)
+        _copy_audio(src_c, a_out, out, frames / 25)
         src_c.close()
     out.close()
 

@@ -415,8 +415,7 @@ class _WindowStep:
         self.s = e
         state = None
         if self.want_state:
-            st = self.proc.state()
-            state = {k: v.clone() for k, v in st.items()} if st is not None else None
+            state = _memory.snapshot(self.proc.state())
         dev = self.e.device
         yield OutputFrame(torch.empty(0, dtype=torch.uint8, device=dev), _WindowMark(e, state))
         # drop frames no longer needed (keep `left` frames of context for black-box models)

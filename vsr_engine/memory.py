@@ -397,7 +397,7 @@ class Governor:
             cn = rest if (rest <= win or whole_rest) else win
             a = max(lo, cs - self.proc.left_context())
             b = x_end if cn == rest else min(x_end, cs + cn + self.overlap)
-            snap = _snapshot(self.proc.state())
+            snap = snapshot(self.proc.state())
             gen = self.proc.process(x[:, a - lo:b - lo], cs, cn, left=cs - a)
             try:
                 for i, y in gen:
@@ -429,7 +429,8 @@ class Governor:
         self._report()
 
 
-def _snapshot(st: Optional[dict]) -> Optional[dict]:
+def snapshot(st: Optional[dict]) -> Optional[dict]:
+    """A copy of a processor state (tensors cloned on their device; no host sync)."""
     if st is None:
         return None
     return {k: v.clone() for k, v in st.items()}

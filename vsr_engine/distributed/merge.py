@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import List, Optional
 
 from ..video import VsrOutputError
-from ..io.resume import _fsync_dir
+from ..io.resume import discard_file, publish_file
 
 __all__ = ["merge_segments", "MergeError"]
 
@@ -128,13 +128,7 @@ def merge_segments(seg_files: List[str], seg_packets: List[List[list]], time_bas
         out.close()
         out = None
     except BaseException:
-        if out is not None:
-            try:
-                out.close()
-            except Exception:
-                pass
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        discard_file(out, tmp)
         raise
     finally:
         if src is not None:
@@ -145,10 +139,7 @@ def merge_segments(seg_files: List[str], seg_packets: List[List[list]], time_bas
     except BaseException:
         os.remove(tmp)
         raise
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, output)
-    _fsync_dir(os.path.dirname(os.path.abspath(output)))
+    publish_file(tmp, output)
     return {"frames": len(expected_pts), "copied_packets": n_copied, "mux_seconds": t_mux,
             "seconds": time.perf_counter() - t0}
 

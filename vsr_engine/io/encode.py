@@ -17,7 +17,7 @@ import numpy as np
 from .common import FrameInfo, SourceInfo, VsrInputError, VsrOutputError, _av, _ffmpeg_msg
 from .frames import _AVRANGE, _TAGS_FOR, _is_rgb_format, rgb_to_frame
 from .decode import _open_input
-from .resume import STATE_VERSION, _abort_partial, _atomic_write, _commit_state, _fsync_dir, _prepare_partial, check_output_path, partial_dir_for
+from .resume import STATE_VERSION, _abort_partial, _atomic_write, _commit_state, _prepare_partial, check_output_path, discard_file, partial_dir_for, publish_file
 from .sinks import _Sink
 
 
@@ -462,24 +462,15 @@ class VideoFileSink(_Sink):
             out.close()
             out = None
         except BaseException:
-            if out is not None:
-                try:
-                    out.close()
-                except Exception:
-                    pass
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            discard_file(out, tmp)
             raise
         finally:
             for c in (src, first):
                 if c is not None:
                     c.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
         if os.path.lexists(self.path) and os.path.isdir(self.path):  # pragma: no cover - checked earlier
             raise VsrOutputError(f"output {self.path} became a folder")
-        os.replace(tmp, self.path)
-        _fsync_dir(os.path.dirname(self.path))
+        publish_file(tmp, self.path)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.path
 

@@ -41,6 +41,26 @@ def _atomic_write(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def publish_file(tmp: str, path: str) -> None:
+    """Make a fully written ``tmp`` the file ``path``: sync its data, rename it into place, sync the folder."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def discard_file(container, tmp: str) -> None:
+    """On a failed write: close the half-written ``container`` (if any) without raising and remove ``tmp``, so
+    nothing that looks complete is left behind."""
+    if container is not None:
+        try:
+            container.close()
+        except Exception:
+            pass
+    if os.path.exists(tmp):
+        os.remove(tmp)
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         if os.path.exists(a) and os.path.exists(b):
