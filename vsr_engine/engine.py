@@ -97,6 +97,19 @@ def resolve_dtype(dtype=None, device: Optional[torch.device] = None) -> torch.dt
     return d
 
 
+def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bool]):
+    """The FastBasicVSR serving ``core`` in this Engine, or None (see Engine's ``fast``)."""
+    from . import fast as _fast
+    if fast is False or not _fast.supported(core):
+        if fast:
+            raise VsrInputError(f"fast=True: {type(core).__name__} has no fast step")
+        return None
+    if fast is None and not (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+                             and os.environ.get("VSR_ENGINE_FAST", "1") != "0"):
+        return None
+    return _fast.FastBasicVSR(core, dtype)
+
+
 class Engine:
     """Streaming video super-resolution.
 
@@ -106,13 +119,15 @@ class Engine:
     (default fp16 on CUDA, fp32 on CPU); in fp16/bf16 SPyNet stays fp32 (``spynet_fp32``), flow-warp coordinates
     and the output clamp/round are fp32. ``window``/``overlap``: see the module docstring. ``mode``: ``auto``
     (split for BasicVSR-style models, else black box), ``split`` or ``blackbox`` (symmetric context windows,
-    for comparison). Extra keyword arguments go to the model.
+    for comparison). ``fast``: the fast step (``vsr_engine.fast``: channels-last, fused epilogues, CUDA graphs) for
+    BasicVSR-style models; default on for CUDA in fp16/bf16 (``VSR_ENGINE_FAST=0`` turns the default off), ``True``
+    forces it (any device: tests), ``False`` never. Extra keyword arguments go to the model.
     """
 
     def __init__(self, model: Union[str, nn.Module] = "realbasicvsr", weights=None, device=None, dtype=None,
                  window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, variant: Optional[str] = None,
                  queue_size: int = 8, mode: str = "auto", spynet_fp32: bool = True, tile: Optional[int] = None,
-                 memory_limit=None, **model_kwargs):
+                 memory_limit=None, fast: Optional[bool] = None, **model_kwargs):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         window, overlap = int(window), int(overlap)
@@ -147,8 +162,10 @@ class Engine:
         if mode == "split" and core is None:
             raise VsrInputError(f"{type(self.model).__name__} is not a BasicVSR-style model; it can only run as a "
                                 "black box")
+        self.fast = None  # vsr_engine.fast.FastBasicVSR when the fast step serves this model (see ``fast``)
         if core is not None and mode != "blackbox":
-            self._proc = SplitBidirectional(core, cleaner)
+            self.fast = _fast_step(core, self.device, self.dtype, fast)
+            self._proc = SplitBidirectional(core, cleaner, fast=self.fast)
             self.mode = "split"
         else:
             self._proc = BlackBox(self.model, overlap)

@@ -43,9 +43,10 @@ def unwrap(model: nn.Module):
 class SplitBidirectional:
     """BasicVSR-style model run window by window: exact carried forward state, lookahead-limited backward."""
 
-    def __init__(self, core, cleaner=None, max_flow_cache: int = 64):
+    def __init__(self, core, cleaner=None, max_flow_cache: int = 64, fast=None):
         self.core = core
         self.cleaner = cleaner
+        self.fast = fast  # a vsr_engine.fast.FastBasicVSR of ``core``: same function, channels-last + CUDA graphs
         self.feat_f: Optional[torch.Tensor] = None   # forward feature of the last emitted frame
         self.prev_x: Optional[torch.Tensor] = None   # its (cleaned) input frame (1, 3, h, w)
         self.flow_cache: "OrderedDict[int, torch.Tensor]" = OrderedDict()  # backward flow of pair (i, i+1)
@@ -90,7 +91,7 @@ class SplitBidirectional:
         if need:
             a = torch.cat([x[:, i - s] for i in need])
             b = torch.cat([x[:, i - s + 1] for i in need])
-            fl = _spynet(core, a, b)
+            fl = self.fast.flows(a, b) if self.fast is not None else _spynet(core, a, b)
             for k, i in enumerate(need):
                 self.flow_cache[i] = fl[k:k + 1]
         flows_b = (torch.stack([self.flow_cache[i][0] for i in range(s, s + L - 1)]).unsqueeze(0)
@@ -99,6 +100,8 @@ class SplitBidirectional:
         if dsc:
             feats_b = core.propagate(x, flows_b, core.backward_rf, core.backward_fill, backward=True,
                                      first_index=s)[0][:n_emit]
+        elif self.fast is not None:
+            feats_b = self.fast.backward_feats(x, flows_b, n_emit)
         else:
             feats_b = core.propagate(x, flows_b, core.backward_trunk, backward=True)[:n_emit]
         for i in [k for k in self.flow_cache if k < s + n_emit]:
@@ -109,7 +112,11 @@ class SplitBidirectional:
         cur = [x[:, k] for k in range(n_emit)]
         prevs = ([self.prev_x] if self.prev_x is not None else []) + cur[:-1]
         tgt = cur if self.prev_x is not None else cur[1:]
-        flows_f = _spynet(core, torch.cat(tgt), torch.cat(prevs)) if tgt else None
+        if tgt:
+            a, b = torch.cat(tgt), torch.cat(prevs)
+            flows_f = self.fast.flows(a, b) if self.fast is not None else _spynet(core, a, b)
+        else:
+            flows_f = None
         feat = self.feat_f
         off = 0 if self.prev_x is not None else 1
         for k in range(n_emit):
@@ -117,6 +124,9 @@ class SplitBidirectional:
             if dsc:
                 feat = core.step(x[:, k], feat, flow, core.forward_rf, core.forward_fill, s + k)[0]
                 out = core.reconstruct(x[:, k], feats_b[k], feat, core.scale)
+            elif self.fast is not None:
+                feat = self.fast.step(x[:, k], feat, flow, backward=False)
+                out = self.fast.upsample(x[:, k], feats_b[k], feat)
             else:
                 if feat is not None:
                     feat = _flow_warp(feat, flow)

@@ -1,0 +1,388 @@
+"""The fast inference step for BasicVSR-style models: channels-last, fused epilogues, CUDA graphs.
+
+The same function as ``BasicVSR.forward`` (and the engine's split window step), computed differently:
+
+* **channels-last end to end.** Every activation is (N, C, H, W) with NHWC memory, so cuDNN runs its NHWC
+  tensor-core convolutions with no layout conversion kernels around them.
+* **fused epilogues.** Residual block: ``conv1 + bias + ReLU`` is one cuDNN call (``cudnn_convolution_relu``),
+  ``conv2`` runs without its bias and ``ops.bias_act`` adds bias and residual in one pass (in place). Other convs
+  run without bias and one ``bias_act`` / ``shuffle_nhwc`` pass applies bias + LeakyReLU (+ pixel shuffle).
+* **no concatenations.** The trunk's input ``cat([lq, feat])`` is one 72-channel buffer (feat | lq | zeros, the
+  input conv's weight permuted and zero-padded to match): ``ops.warp_nhwc`` writes the warped feature straight
+  into it. The fusion conv's ``cat([feat_b, feat_f])`` is one 128-channel buffer.
+* **CUDA graphs.** Each per-frame step (warp + trunk for each branch, the reconstruction, SPyNet on a batch of
+  pairs) is captured once per input shape (``GraphCache``) and replayed for every frame: no per-kernel launch
+  cost on the host. Capture happens after two eager warm-up calls (cuDNN autotuning, Triton compiles).
+
+Off CUDA (tests) the same code runs with torch convolutions and the kernels' Triton-interpreter or torch paths,
+and no graphs. Numbers: fp16 in, fp32 accumulate (cuDNN, the epilogue kernels), flows in ``flow_dtype``.
+
+Entry points: :func:`accelerate` (a module with the model's ``forward`` contract) and :class:`FastBasicVSR`'s
+``flows`` / ``backward_feats`` / ``step`` / ``upsample`` (used by ``window.SplitBidirectional``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ops.bias_act import bias_act
+from .ops.shuffle_nhwc import shuffle_nhwc
+from .ops.warp_nhwc import warp_nhwc
+
+__all__ = ["FastBasicVSR", "GraphCache", "accelerate", "supported"]
+
+CL = torch.channels_last
+
+
+def supported(core) -> bool:
+    """True for BasicVSR and subclasses that keep its propagation (the fast path reproduces those layers)."""
+    from .models.basicvsr import BasicVSR
+    return isinstance(core, BasicVSR) and type(core).propagate is BasicVSR.propagate
+
+
+# --------------------------------------------------------------------------------------------- convolutions
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_contiguous(memory_format=CL) else t.contiguous(memory_format=CL)
+
+
+def conv(x: torch.Tensor, w: torch.Tensor, pad: int) -> torch.Tensor:
+    """Convolution without bias, channels-last in and out."""
+    return _cl(F.conv2d(x, w, None, 1, pad))
+
+
+def conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
+    """relu(conv(x) + b): one cuDNN call on CUDA (bias and ReLU in the convolution's epilogue)."""
+    if x.is_cuda:
+        return _cl(torch.cudnn_convolution_relu(x, w, b, (1, 1), (pad, pad), (1, 1), 1))
+    return _cl(F.relu(F.conv2d(x, w, b, 1, pad)))
+
+
+# --------------------------------------------------------------------------------------------- CUDA graphs
+class GraphCache:
+    """``fn(*tensors) -> tensor or tuple of tensors`` replayed from a CUDA graph captured per input signature
+    (shapes, strides, dtypes). Inputs are copied into the graph's static inputs; outputs are the graph's static
+    outputs, valid until the next call (clone what you keep). Off CUDA, or with ``enabled=False``, it calls ``fn``.
+    A capture that fails (out of memory, an op that cannot be captured) turns graphs off for this cache and runs
+    eagerly from then on; ``self.failed`` says why."""
+
+    def __init__(self, fn: Callable, enabled: bool = True, max_entries: int = 4, warmup: int = 2):
+        self.fn = fn
+        self.enabled = enabled
+        self.max_entries = max_entries
+        self.warmup = warmup
+        self.entries: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self.failed: Optional[str] = None
+        self.captures = 0
+        self.replays = 0
+
+    @staticmethod
+    def _key(args) -> tuple:
+        # strides of size-1 dims do not matter (frame k of any window length is the same signature)
+        return tuple((tuple(a.shape), tuple(st if sz != 1 else 0 for sz, st in zip(a.shape, a.stride())),
+                      a.dtype, a.device) for a in args)
+
+    def __call__(self, *args: torch.Tensor):
+        if not (args and all(a.is_cuda for a in args)):
+            return self.fn(*args)
+        with _Benchmark():
+            return self._call(args)
+
+    def _call(self, args):
+        if not (self.enabled and self.failed is None):
+            return self.fn(*args)
+        key = self._key(args)
+        e = self.entries.get(key)
+        if e is None:
+            try:
+                e = self._capture(args)
+            except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager, once, with the reason
+                self.failed = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.entries.clear()
+                torch.cuda.synchronize()
+                return self.fn(*args)
+            self.entries[key] = e
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+        else:
+            self.entries.move_to_end(key)
+        graph, static_in, static_out = e
+        for s, a in zip(static_in, args):
+            s.copy_(a)
+        graph.replay()
+        self.replays += 1
+        return static_out
+
+    def _capture(self, args):
+        static_in = [torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device).copy_(a)
+                     for a in args]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):  # cuDNN autotuning and kernel compiles happen here, outside the capture
+                self.fn(*static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(*static_in)
+        self.captures += 1
+        return graph, static_in, static_out
+
+
+class _Benchmark:
+    """cuDNN autotuning on for the fast step's calls (restored after): its shapes repeat every frame."""
+
+    def __enter__(self):
+        self.old = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+
+    def __exit__(self, *exc):
+        torch.backends.cudnn.benchmark = self.old
+
+
+def _graphs_default(device: torch.device) -> bool:
+    return device.type == "cuda" and os.environ.get("VSR_ENGINE_CUDA_GRAPHS", "1") != "0"
+
+
+# --------------------------------------------------------------------------------------------- weights
+class _Trunk:
+    """A ``ConvResidualBlocks`` trunk's weights, ready for the fast step (dtype, channels-last, padded input)."""
+
+    def __init__(self, trunk: nn.Module, num_feat: int, dtype: torch.dtype):
+        first = trunk.main[0]
+        nin = first.weight.shape[1]
+        n_lq = nin - num_feat  # the official input is cat([lq, feat]): lq channels first
+        self.cin = 8 * math.ceil((num_feat + n_lq) / 8)  # buffer channels: feat | lq | zeros
+        w = first.weight.detach().to(dtype)
+        wp = w.new_zeros(w.shape[0], self.cin, 3, 3)
+        wp[:, :num_feat] = w[:, n_lq:]
+        wp[:, num_feat:num_feat + n_lq] = w[:, :n_lq]
+        self.n_lq = n_lq
+        self.w_in = wp.contiguous(memory_format=CL)
+        self.b_in = first.bias.detach().to(dtype)
+        self.blocks = [(b.conv1.weight.detach().to(dtype).contiguous(memory_format=CL),
+                        b.conv1.bias.detach().to(dtype),
+                        b.conv2.weight.detach().to(dtype).contiguous(memory_format=CL),
+                        b.conv2.bias.detach().to(dtype)) for b in trunk.main[2]]
+
+
+def _w(conv_mod: nn.Conv2d, dtype, out_pad: int = 0):
+    w = conv_mod.weight.detach().to(dtype)
+    b = conv_mod.bias.detach().to(dtype) if conv_mod.bias is not None else None
+    if out_pad:
+        w = torch.cat([w, w.new_zeros(out_pad, *w.shape[1:])])
+        b = torch.cat([b, b.new_zeros(out_pad)]) if b is not None else None
+    return w.contiguous(memory_format=CL), b
+
+
+# --------------------------------------------------------------------------------------------- the model
+class FastBasicVSR:
+    """The fast step of a BasicVSR ``core`` (not a copy of its weights' values: a cast/re-laid copy).
+
+    ``dtype``: activation dtype (fp16 default; bf16; fp32 for exactness checks). ``flow_dtype``: SPyNet's dtype
+    (default: the dtype of ``core.spynet``'s parameters, so the engine's fp32-SPyNet setting carries over).
+    ``graphs``: CUDA graphs (default on CUDA unless ``VSR_ENGINE_CUDA_GRAPHS=0``).
+    """
+
+    def __init__(self, core, dtype: torch.dtype = torch.float16, flow_dtype: Optional[torch.dtype] = None,
+                 graphs: Optional[bool] = None):
+        if not supported(core):
+            raise TypeError(f"FastBasicVSR: {type(core).__name__} is not a BasicVSR-style model")
+        from .models.basicvsr import BasicVSR
+        p = next(core.parameters())
+        self.device = p.device
+        self.dtype = dtype
+        self.flow_dtype = flow_dtype or next(core.spynet.parameters()).dtype
+        self.num_feat = core.num_feat
+        self.core = core
+        self.trunk_b = _Trunk(core.backward_trunk, core.num_feat, dtype)
+        self.trunk_f = _Trunk(core.forward_trunk, core.num_feat, dtype)
+        self.own_upsample = type(core).upsample is BasicVSR.upsample
+        if self.own_upsample:
+            self.fusion = _w(core.fusion, dtype)
+            self.upconv1 = _w(core.upconv1, dtype)
+            self.upconv2 = _w(core.upconv2, dtype)
+            self.conv_hr = _w(core.conv_hr, dtype)
+            self.conv_last = _w(core.conv_last, dtype)
+        fdt = self.flow_dtype
+        self.spy = [[_w(m, fdt, out_pad=(6 if i == 8 else 0)) for i, m in enumerate(bm.basic_module)
+                     if isinstance(m, nn.Conv2d)] for bm in core.spynet.basic_module]
+        self.spy_mean = core.spynet.mean.detach().to(fdt)
+        self.spy_std = core.spynet.std.detach().to(fdt)
+        g = _graphs_default(self.device) if graphs is None else bool(graphs)
+        self.graphs = g
+        self._step_b = GraphCache(lambda lq, feat, flow: self._trunk_step(self.trunk_b, lq, feat, flow), g)
+        self._step_f = GraphCache(lambda lq, feat, flow: self._trunk_step(self.trunk_f, lq, feat, flow), g)
+        self._first_b = GraphCache(lambda lq: self._trunk_step(self.trunk_b, lq, None, None), g)
+        self._first_f = GraphCache(lambda lq: self._trunk_step(self.trunk_f, lq, None, None), g)
+        self._up = GraphCache(self._upsample, g, max_entries=2)
+        self._spynet = GraphCache(self._flows, g, max_entries=6)
+
+    def graph_stats(self) -> dict:
+        caches = {"step_b": self._step_b, "step_f": self._step_f, "first_b": self._first_b,
+                  "first_f": self._first_f, "upsample": self._up, "spynet": self._spynet}
+        return {k: {"captures": c.captures, "replays": c.replays, "failed": c.failed} for k, c in caches.items()}
+
+    # -- propagation ---------------------------------------------------------------------------------------
+    def _trunk_step(self, tw: _Trunk, lq: torch.Tensor, feat: Optional[torch.Tensor],
+                    flow: Optional[torch.Tensor]) -> torch.Tensor:
+        """trunk(cat([lq, warp(feat, flow)])) -> (N, num_feat, H, W) channels-last."""
+        n, _, h, w = lq.shape
+        nf = self.num_feat
+        buf = torch.empty(n, tw.cin, h, w, device=lq.device, dtype=self.dtype, memory_format=CL)
+        if feat is None:
+            buf[:, :nf].zero_()
+        else:
+            warp_nhwc(feat, flow, "zeros", out=buf[:, :nf])
+        buf[:, nf:nf + tw.n_lq].copy_(lq)
+        if tw.cin > nf + tw.n_lq:
+            buf[:, nf + tw.n_lq:].zero_()
+        x = conv(buf, tw.w_in, 1)
+        bias_act(x, tw.b_in, "lrelu", 0.1, out=x)
+        for w1, b1, w2, b2 in tw.blocks:
+            y = conv(conv_relu(x, w1, b1, 1), w2, 1)
+            bias_act(y, b2, "none", z=x, out=x)
+        return x
+
+    def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],
+             backward: bool) -> torch.Tensor:
+        """One propagation step of a branch (graph-replayed on CUDA); returns a new channels-last tensor."""
+        lq = lq.to(self.dtype)
+        if feat is None:
+            out = (self._first_b if backward else self._first_f)(lq)
+        else:
+            out = (self._step_b if backward else self._step_f)(lq, _cl(feat.to(self.dtype)), flow)
+        return out.clone(memory_format=CL)
+
+    def backward_feats(self, lqs: torch.Tensor, flows: Optional[torch.Tensor], keep: int) -> List[torch.Tensor]:
+        """The backward branch over ``lqs`` (N, T, 3, H, W) with ``flows[:, i]`` = flow of pair (i, i+1);
+        returns the features of frames 0 .. keep-1 (the rest are only computed)."""
+        t = lqs.shape[1]
+        out: List[Optional[torch.Tensor]] = [None] * t
+        feat = None
+        for i in range(t - 1, -1, -1):
+            feat = self.step(lqs[:, i], feat, flows[:, i] if feat is not None else None, backward=True)
+            out[i] = feat
+        return out[:keep]  # type: ignore[return-value]
+
+    # -- reconstruction ------------------------------------------------------------------------------------
+    def _upsample(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = lq.shape
+        nf = self.num_feat
+        cat = torch.empty(n, 2 * nf, h, w, device=lq.device, dtype=self.dtype, memory_format=CL)
+        cat[:, :nf].copy_(feat_b)
+        cat[:, nf:].copy_(feat_f)
+        x = conv(cat, self.fusion[0], 0)
+        bias_act(x, self.fusion[1], "lrelu", 0.1, out=x)
+        x = shuffle_nhwc(conv(x, self.upconv1[0], 1), self.upconv1[1], 0.1)
+        x = shuffle_nhwc(conv(x, self.upconv2[0], 1), self.upconv2[1], 0.1)
+        y = conv(x, self.conv_hr[0], 1)
+        bias_act(y, self.conv_hr[1], "lrelu", 0.1, out=y)
+        out = F.conv2d(y, self.conv_last[0], self.conv_last[1], 1, 1)
+        return out + F.interpolate(lq, scale_factor=4, mode="bilinear", align_corners=False)
+
+    def upsample(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 4H, 4W) output of one frame (a new tensor)."""
+        if not self.own_upsample:
+            return self.core.upsample(lq, feat_b, feat_f)
+        return self._up(lq.to(self.dtype), _cl(feat_b), _cl(feat_f)).clone()
+
+    # -- alignment -----------------------------------------------------------------------------------------
+    def _spy_level(self, k: int, r, s, flow_up):
+        n, _, h, w = r.shape
+        buf = torch.empty(n, 8, h, w, device=r.device, dtype=r.dtype, memory_format=CL)
+        buf[:, 0:3].copy_(r)
+        warp_nhwc(s, flow_up, "border", out=buf[:, 3:6])
+        buf[:, 6:8].copy_(flow_up)
+        x = buf
+        layers = self.spy[k]
+        for i, (wt, b) in enumerate(layers):
+            if i < len(layers) - 1:
+                x = conv_relu(x, wt, b, 3)
+            else:
+                x = F.conv2d(x, wt, b, 1, 3)
+        return flow_up + x[:, :2]
+
+    def _flows(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
+        """SPyNet (same function as ``models.basicvsr.SpyNet.forward``) in ``flow_dtype``, channels-last."""
+        h, w = ref.shape[-2:]
+        h_up, w_up = 32 * math.ceil(h / 32), 32 * math.ceil(w / 32)
+        ref = _cl(F.interpolate(ref, size=(h_up, w_up), mode="bilinear", align_corners=False))
+        supp = _cl(F.interpolate(supp, size=(h_up, w_up), mode="bilinear", align_corners=False))
+        rp = [_cl((ref - self.spy_mean) / self.spy_std)]
+        sp = [_cl((supp - self.spy_mean) / self.spy_std)]
+        for _ in range(5):
+            rp.insert(0, _cl(F.avg_pool2d(rp[0], 2, 2, count_include_pad=False)))
+            sp.insert(0, _cl(F.avg_pool2d(sp[0], 2, 2, count_include_pad=False)))
+        n, _, h0, w0 = rp[0].shape
+        flow = torch.empty(n, 2, h0, w0, device=ref.device, dtype=ref.dtype, memory_format=CL).zero_()
+        for level, (r, s) in enumerate(zip(rp, sp)):
+            up = flow if level == 0 else _cl(F.interpolate(flow, scale_factor=2, mode="bilinear",
+                                                           align_corners=True) * 2.0)
+            flow = self._spy_level(level, r, s, up)
+        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+        sx, sy = w / w_up, h / h_up
+        return torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=1)
+
+    def flows(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
+        """Flow (N, 2, H, W) warping ``supp`` onto ``ref`` (a new tensor, ``flow_dtype``)."""
+        fdt = self.flow_dtype
+        return self._spynet(ref.to(fdt).contiguous(), supp.to(fdt).contiguous()).clone()
+
+    # -- the whole window ------------------------------------------------------------------------------------
+    def forward(self, lqs: torch.Tensor) -> torch.Tensor:
+        """``BasicVSR.forward``: (N, T, 3, H, W) -> (N, T, 3, 4H, 4W), in ``dtype``."""
+        from .models.basicvsr import check_input
+        check_input(lqs)
+        n, t, c, h, w = lqs.shape
+        lqs = lqs.to(self.dtype)
+        if t > 1:
+            x1 = lqs[:, :-1].reshape(-1, c, h, w)
+            x2 = lqs[:, 1:].reshape(-1, c, h, w)
+            flows = self.flows(torch.cat([x1, x2]), torch.cat([x2, x1]))
+            fb = flows[:n * (t - 1)].view(n, t - 1, 2, h, w)
+            ff = flows[n * (t - 1):].view(n, t - 1, 2, h, w)
+        else:
+            fb = ff = None
+        feats_b = self.backward_feats(lqs, fb, t)
+        outs = []
+        feat = None
+        for i in range(t):
+            feat = self.step(lqs[:, i], feat, ff[:, i - 1] if feat is not None else None, backward=False)
+            outs.append(self.upsample(lqs[:, i], feats_b[i], feat))
+            feats_b[i] = None  # type: ignore[call-overload]
+        return torch.stack(outs, dim=1)
+
+
+class Accelerated(nn.Module):
+    """``accelerate(model)``: a module with the model's forward contract that runs the fast step. The wrapped
+    model stays reachable as ``.model``; the fast weights are built at construction (re-wrap after changing it)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float16,
+                 flow_dtype: Optional[torch.dtype] = None, graphs: Optional[bool] = None):
+        super().__init__()
+        from .window import unwrap
+        core, cleaner = unwrap(model)
+        if core is None or not supported(core):
+            raise TypeError(f"accelerate: {type(model).__name__} has no fast step (BasicVSR-style models only)")
+        self.model = model
+        self.cleaner = cleaner
+        self.fast = FastBasicVSR(core, dtype, flow_dtype, graphs)
+        self.scale = getattr(model, "scale", 4)
+
+    @torch.no_grad()
+    def forward(self, lqs: torch.Tensor) -> torch.Tensor:
+        if self.cleaner is not None:
+            lqs, _ = self.cleaner.clean(lqs.to(next(self.cleaner.parameters()).dtype))
+        return self.fast.forward(lqs)
+
+
+def accelerate(model: nn.Module, dtype: torch.dtype = torch.float16, flow_dtype: Optional[torch.dtype] = None,
+               graphs: Optional[bool] = None) -> Accelerated:
+    """Wrap a BasicVSR / RealBasicVSR (on its device) in the fast step; see the module docstring."""
+    return Accelerated(model, dtype, flow_dtype, graphs)
