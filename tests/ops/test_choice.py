@@ -13,12 +13,12 @@ def test_table_drives_the_cuda_order(tmp_path, monkeypatch):
     t = _choice.table()
     assert set(t["ops"]) == set(_backend.OPS) and t["basis"]
     for op in _backend.OPS:
-        order = _backend.auto_order(op, "cuda")
-        assert order[-1] == "torch" and set(order) <= set(BACKENDS)
-        assert [b for b in order if b != "torch"] == [b for b in t["ops"][op]["order"] if b != "torch"]
-    # the static analysis keeps the CUDA dwpw / meta kernels (no tensor cores) out of the automatic choice
-    assert "cuda" not in _backend.auto_order("dwpw_conv2d", "cuda")
-    assert "cuda" not in _backend.auto_order("meta_upscale", "cuda")
+        for train in (False, True):
+            order = _backend.auto_order(op, "cuda", -1, train)
+            assert "torch" in order and set(order) <= set(BACKENDS)
+            # the table's order exactly, torch in its measured place (appended only when the table omits it)
+            want = _choice.order(op, -1, train)
+            assert list(order) == (want if "torch" in want else want + ["torch"])
     p = tmp_path / "t.json"
     p.write_text(json.dumps({"basis": "test", "measured_on": "X", "ops": {"flow_warp": {"order": ["cupy"]}}}))
     monkeypatch.setenv("VSR_ENGINE_CHOICE", str(p))
@@ -69,3 +69,21 @@ def test_cupy_reports_and_refuses_cleanly():
         assert info["flow_warp"]["cupy"]["live"] is False
         with use_backend("cupy"), pytest.raises(BackendUnavailable, match="cupy"):
             _backend.resolve("flow_warp", "cpu")
+
+
+def test_a_kernel_slower_than_eager_is_never_picked(tmp_path, monkeypatch):
+    """Rows where eager (torch) beats a kernel put torch first, and the automatic choice then runs torch."""
+    rows = [{"op": "clean_step", "backend": "torch", "ms": 1.0, "pass": "fwd"},
+            {"op": "clean_step", "backend": "triton", "ms": 2.0, "pass": "fwd"},
+            {"op": "clean_step", "backend": "torch", "ms": 5.0, "pass": "fwd+bwd"},
+            {"op": "clean_step", "backend": "triton", "ms": 3.0, "pass": "fwd+bwd"}]
+    t = _choice.from_rows(rows, "H200")
+    assert t["ops"]["clean_step"]["order"] == ["torch", "triton"]            # inference: forward rows
+    assert t["ops"]["clean_step"]["train"]["order"] == ["triton", "torch"]   # training: forward+backward rows
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(t))
+    monkeypatch.setenv("VSR_ENGINE_CHOICE", str(p))
+    monkeypatch.setitem(_backend._USABLE, "triton", lambda dev: (True, "test"))
+    assert _backend.resolve("clean_step", "cuda", -1, False) == "torch"
+    assert _backend.resolve("clean_step", "cuda", -1, True) == "triton"
+    assert _backend.auto_order("clean_step", "cuda", -1, False) == ("torch", "triton")

@@ -155,12 +155,14 @@ def cupy_usable(device_type: str) -> Tuple[bool, str]:
 _USABLE = {"cuda": cuda_usable, "cupy": cupy_usable, "triton": triton_usable}
 
 
-def auto_order(op: str, device_type: str, size_bucket: int = -1) -> Tuple[str, ...]:
-    """The order the automatic choice tries for ``op`` (the choice table on CUDA, for the call's size bucket;
-    triton then torch on CPU)."""
+def auto_order(op: str, device_type: str, size_bucket: int = -1, train: bool = False) -> Tuple[str, ...]:
+    """The order the automatic choice tries for ``op`` (the choice table on CUDA, for the call's size bucket and
+    mode -- ``train``: gradients enabled --; triton then torch on CPU). ``torch`` keeps its measured place: a
+    kernel measured slower than eager PyTorch comes after it and is never picked automatically."""
     if device_type == "cuda":
         from . import _choice
-        return tuple(b for b in _choice.order(op, size_bucket) if b in IMPLEMENTS[op] and b != "torch") + ("torch",)
+        got = tuple(b for b in _choice.order(op, size_bucket, train) if b in IMPLEMENTS[op] or b == "torch")
+        return got if "torch" in got else got + ("torch",)
     return ("triton", "torch")
 
 
@@ -169,13 +171,14 @@ def pick(op: str, x: torch.Tensor) -> str:
     if x.device.type != "cuda":
         return resolve(op, x.device.type)
     from . import _choice
-    return resolve(op, "cuda", _choice.bucket(op, x.numel()))
+    train = torch.is_grad_enabled()
+    return resolve(op, "cuda", _choice.bucket(op, x.numel(), train), train)
 
 
 @torch.compiler.assume_constant_result
-def resolve(op: str, device_type: str, size_bucket: int = -1) -> str:
-    """The backend that runs ``op`` for a tensor on ``device_type`` (``size_bucket``: see ``_choice.bucket``).
-    Constant under torch.compile."""
+def resolve(op: str, device_type: str, size_bucket: int = -1, train: bool = False) -> str:
+    """The backend that runs ``op`` for a tensor on ``device_type`` (``size_bucket``: see ``_choice.bucket``;
+    ``train``: gradients enabled, the forward+backward order). Constant under torch.compile."""
     forced = _forced.get(op, _forced.get(None))
     if forced is not None:
         if forced == "torch":
@@ -184,7 +187,7 @@ def resolve(op: str, device_type: str, size_bucket: int = -1) -> str:
         if not ok:
             raise BackendUnavailable(f"{op}: backend {forced!r} was forced but cannot run here: {why}")
         return forced
-    for b in auto_order(op, device_type, size_bucket):
+    for b in auto_order(op, device_type, size_bucket, train):
         if b == "torch" or _USABLE[b](device_type)[0]:
             return b
     return "torch"

@@ -30,11 +30,17 @@ def table(path: Optional[str] = None) -> dict:
     return t
 
 
-def bucket(op: str, numel) -> int:
+def _mode_entry(op: str, train: bool) -> dict:
+    """The op's entry for inference, or its ``train`` sub-entry (forward+backward timings) when asked and present."""
+    entry = table()["ops"][op]
+    return entry["train"] if train and isinstance(entry.get("train"), dict) else entry
+
+
+def bucket(op: str, numel, train: bool = False) -> int:
     """Index of the ``by_size`` entry for a call whose main input has ``numel`` elements, -1 for the op's
     ``order``. With no ``by_size`` entries (the static table) nothing is compared."""
     try:
-        sizes = table()["ops"][op].get("by_size") or ()
+        sizes = _mode_entry(op, train).get("by_size") or ()
     except Exception:
         return -1
     for i, b in enumerate(sizes):
@@ -43,9 +49,11 @@ def bucket(op: str, numel) -> int:
     return -1
 
 
-def order(op: str, size_bucket: int = -1) -> List[str]:
+def order(op: str, size_bucket: int = -1, train: bool = False) -> List[str]:
+    """The op's automatic order: for inference (forward timings) or, ``train``, for calls that will run a backward
+    (forward+backward timings) where the table has them."""
     try:
-        entry = table()["ops"][op]
+        entry = _mode_entry(op, train)
         if size_bucket >= 0:
             return list(entry["by_size"][size_bucket]["order"])
         return list(entry["order"])
@@ -67,6 +75,23 @@ def _ranked(ms: Dict[str, float]) -> List[str]:
 
 
 def from_rows(rows: List[dict], device: str, old: Optional[dict] = None) -> dict:
+    """See ``_from_rows``. Rows that carry ``pass`` (``fwd`` / ``fwd+bwd``) make two orders per op: ``order`` (and
+    ``by_size``) from the forward rows, for inference calls, and ``train`` from the forward+backward rows, for calls
+    made with gradients enabled; rows without ``pass`` make the one order as before."""
+    if not any(r.get("pass") in ("fwd", "fwd+bwd") for r in rows):
+        return _from_rows(rows, device, old)
+    fwd = _from_rows([r for r in rows if r.get("pass") == "fwd"], device, old)
+    trn = _from_rows([r for r in rows if r.get("pass") == "fwd+bwd"], device, old)
+    for op, e in fwd["ops"].items():
+        t = trn["ops"].get(op)
+        if t is not None and t is not (old or table())["ops"].get(op):
+            e["train"] = {k: v for k, v in t.items() if k in ("order", "why", "by_size")}
+    fwd["basis"] = ("measured by bench/gpu_proof.py: inference order from forward ms, train order from "
+                    "forward+backward ms (each summed over its shapes and dtypes)")
+    return fwd
+
+
+def _from_rows(rows: List[dict], device: str, old: Optional[dict] = None) -> dict:
     """A new table from benchmark rows ``{"op", "backend", "ms"[, "numel"]}`` (forward+backward at the real shapes,
     summed per backend): each op's order is its measured backends fastest first, then torch if unmeasured. When the
     rows carry ``numel`` (the main input's element count) and the fastest order at a smaller size differs from the
