@@ -252,3 +252,48 @@ def write_rows(rows: List[Row], args) -> None:
         for r in rows:
             w.writerow(r.as_csv())
     print(f"appended {len(rows)} rows to {args.out}", file=sys.stderr)
+
+
+def run_plain_case(op: str, case: str, shape: str, dtype: torch.dtype, make: Callable[[], tuple],
+                   impls: Dict[str, Callable], min_bytes: int, device, env, iters: int = 50, warmup: int = 10,
+                   notes: str = "") -> List[Row]:
+    """Forward-only timing of ops outside the backend system (the fast step's channels-last kernels): ``impls``
+    maps an implementation name (``eager`` first: the speed-up base) to a callable on ``make()``'s inputs."""
+    rows: List[Row] = []
+    bw = copy_gbps(device)
+    dname = {v: k for k, v in DTYPES.items()}[dtype]
+    inputs = make()
+    base = None
+    for impl, fn in impls.items():
+        def call(fn=fn):
+            with torch.no_grad():
+                return fn(*inputs)
+        try:
+            ms = median_ms(call, device, iters, warmup)
+        except Exception as e:  # one failing implementation must not lose the others' rows
+            print(f"  [{op}] {case} {impl}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        base = ms if impl == "eager" else base
+        gb = min_bytes / (ms * 1e-3) / 1e9
+        rows.append(Row(op, case, shape, dname, "fwd", impl, ms, min_bytes,
+                        speedup_vs_eager=(base / ms) if base else float("nan"), gbps=gb, copy_gbps=bw,
+                        roofline_frac=gb / bw if bw == bw else float("nan"), notes=notes, env=env))
+        r = rows[-1]
+        print(f"{op:13s} {case:28s} {dname} fwd     {impl:8s} {ms:9.4f} ms  x{r.speedup_vs_eager:5.2f}  "
+              f"{gb:8.1f} GB/s  {100 * r.roofline_frac:5.1f}% of copy", flush=True)
+    return rows
+
+
+def fast_op_main(doc: str, cases: Callable[[torch.device, torch.dtype, bool], list], argv=None) -> List[Row]:
+    """main() of bench/bench_{bias_act,warp_nhwc,shuffle_nhwc}.py: ``cases(dev, dtype, dry)`` gives
+    ``(op, case, shape, make, impls, min_bytes)`` tuples."""
+    args = parser(doc.splitlines()[0]).parse_args(argv)
+    dev = require_gpu(args)
+    env = env_info(dev)
+    dtype = DTYPES[args.dtype]
+    rows: List[Row] = []
+    for op, case, shape, make, impls, mb in cases(dev, dtype, args.dry_run):
+        rows += run_plain_case(op, case, shape, dtype, make, impls, mb, dev, env,
+                               2 if args.dry_run else args.iters, 1 if args.dry_run else args.warmup)
+    write_rows(rows, args)
+    return rows
