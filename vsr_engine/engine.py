@@ -116,8 +116,8 @@ class Engine:
     ``model``: a registered name (``vsr_engine.model_names()``) or a built ``nn.Module`` taking (N, T, 3, H, W)
     RGB in [0, 1]. ``weights``: checkpoint path, ``None`` for the official weights (``variant``), ``False``
     for random init (tests). ``device``: default CUDA when available, else CPU. ``dtype``: fp32, fp16, bf16
-    (default fp16 on CUDA, fp32 on CPU); in fp16/bf16 SPyNet stays fp32 (``spynet_fp32``), flow-warp coordinates
-    and the output clamp/round are fp32. ``window``/``overlap``: see the module docstring. ``mode``: ``auto``
+    (default fp16 on CUDA, fp32 on CPU); in fp16/bf16 SPyNet stays fp32 (``spynet_fp32``; default: fp32 except
+    on the fast step in fp16), flow-warp coordinates and the output clamp/round are fp32. ``window``/``overlap``: see the module docstring. ``mode``: ``auto``
     (split for BasicVSR-style models, else black box), ``split`` or ``blackbox`` (symmetric context windows,
     for comparison). ``fast``: the fast step (``vsr_engine.fast``: channels-last, fused epilogues, CUDA graphs) for
     BasicVSR-style models; default on for CUDA in fp16/bf16 (``VSR_ENGINE_FAST=0`` turns the default off), ``True``
@@ -126,7 +126,7 @@ class Engine:
 
     def __init__(self, model: Union[str, nn.Module] = "realbasicvsr", weights=None, device=None, dtype=None,
                  window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, variant: Optional[str] = None,
-                 queue_size: int = 8, mode: str = "auto", spynet_fp32: bool = True, tile: Optional[int] = None,
+                 queue_size: int = 8, mode: str = "auto", spynet_fp32: Optional[bool] = None, tile: Optional[int] = None,
                  memory_limit=None, fast: Optional[bool] = None, **model_kwargs):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -150,7 +150,14 @@ class Engine:
             self.model_name = str(model).lower()
             self.model = load_model(self.model_name, weights=weights, variant=variant, **model_kwargs)
         self.variant = variant
-        self.spynet_fp32 = bool(spynet_fp32)
+        # SPyNet in fp32 by default, except on the fast step in fp16, where real frames measured the same fidelity
+        # with SPyNet in fp16 (bench/results/fast_fidelity_cpu.json: 68.08 vs 68.03 dB vs fp32) at less cost
+        from . import fast as _fast
+        core0, _ = unwrap(self.model)
+        fast_half = (fast is not False and self.dtype == torch.float16 and core0 is not None
+                     and mode != "blackbox" and _fast.supported(core0)
+                     and (fast or (self.device.type == "cuda" and os.environ.get("VSR_ENGINE_FAST", "1") != "0")))
+        self.spynet_fp32 = (not fast_half) if spynet_fp32 is None else bool(spynet_fp32)
         self.model = keep_fp32(self.model.eval().to(self.device), self.dtype, self.spynet_fp32)
         for p in self.model.parameters():
             p.requires_grad_(False)
