@@ -22,8 +22,19 @@ def _model(seed=0, **kw):
     return m
 
 
+@pytest.fixture(params=["cpu-fused", "kernels"])
+def epilogues(request, monkeypatch):
+    """Both ways the step can run here: oneDNN's fused convolutions (the CPU plan) and the CUDA composition
+    (bias-free convolutions + the Triton epilogue kernels, interpreted when TRITON_INTERPRET=1)."""
+    import vsr_engine.fast as fast
+    if request.param == "cpu-fused" and not fast._mkldnn_ok():
+        pytest.skip("no oneDNN in this torch build")
+    monkeypatch.setattr(fast, "CPU_FUSED", request.param == "cpu-fused")
+    return request.param
+
+
 @pytest.mark.parametrize("shape", [(1, 4, 3, 20, 36), (2, 3, 3, 13, 7), (1, 1, 3, 9, 9)], ids=str)
-def test_fp32_equals_model_forward(shape):
+def test_fp32_equals_model_forward(shape, epilogues):
     m = _model()
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -33,7 +44,7 @@ def test_fp32_equals_model_forward(shape):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_catches_a_wrong_weight_layout():
+def test_catches_a_wrong_weight_layout(epilogues):
     """The comparison above can fail: permuting the trunk's input channels back breaks it."""
     m = _model()
     x = torch.rand(1, 3, 3, 12, 12, generator=torch.Generator().manual_seed(2))

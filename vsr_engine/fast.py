@@ -4,9 +4,11 @@ The same function as ``BasicVSR.forward`` (and the engine's split window step), 
 
 * **channels-last end to end.** Every activation is (N, C, H, W) with NHWC memory, so cuDNN runs its NHWC
   tensor-core convolutions with no layout conversion kernels around them.
-* **fused epilogues.** Residual block: ``conv1 + bias + ReLU`` is one cuDNN call (``cudnn_convolution_relu``),
-  ``conv2`` runs without its bias and ``ops.bias_act`` adds bias and residual in one pass (in place). Other convs
+* **fused epilogues.** CUDA: residual block ``conv1 + bias + ReLU`` is one cuDNN call (``cudnn_convolution_relu``),
+  ``conv2`` runs without its bias and ``ops.bias_act`` adds bias and residual in one pass (in place); other convs
   run without bias and one ``bias_act`` / ``shuffle_nhwc`` pass applies bias + LeakyReLU (+ pixel shuffle).
+  CPU: oneDNN's fused convolutions (``mkldnn._convolution_pointwise``: bias + ReLU / LeakyReLU, or bias + the
+  residual add, in the convolution itself).
 * **no concatenations.** The trunk's input ``cat([lq, feat])`` is one 72-channel buffer (feat | lq | zeros, the
   input conv's weight permuted and zero-padded to match): ``ops.warp_nhwc`` writes the warped feature straight
   into it. The fusion conv's ``cat([feat_b, feat_f])`` is one 128-channel buffer.
@@ -51,16 +53,57 @@ def _cl(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous(memory_format=CL) else t.contiguous(memory_format=CL)
 
 
+def _mkldnn_ok() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except Exception:  # pragma: no cover - depends on the build
+        return False
+
+
+# CPU: oneDNN's fused convolutions (bias + activation, or bias + a residual add, in the convolution's epilogue).
+# Tests set this False to run the CUDA composition (conv, then the Triton epilogue kernels) on the CPU.
+CPU_FUSED = _mkldnn_ok()
+_ACT_SCALARS = {"none": [], "relu": [], "lrelu": [0.1]}
+_ACT_NAME = {"none": "none", "relu": "relu", "lrelu": "leaky_relu"}
+
+
 def conv(x: torch.Tensor, w: torch.Tensor, pad: int) -> torch.Tensor:
     """Convolution without bias, channels-last in and out."""
     return _cl(F.conv2d(x, w, None, 1, pad))
 
 
-def conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
-    """relu(conv(x) + b): one cuDNN call on CUDA (bias and ReLU in the convolution's epilogue)."""
+def conv_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str, pad: int) -> torch.Tensor:
+    """act(conv(x) + b) for act in none / relu / lrelu (slope 0.1), channels-last. CUDA: ReLU is fused in cuDNN
+    (``cudnn_convolution_relu``), the others run the convolution without bias and one ``bias_act`` pass; CPU:
+    one oneDNN call with bias and activation fused."""
     if x.is_cuda:
-        return _cl(torch.cudnn_convolution_relu(x, w, b, (1, 1), (pad, pad), (1, 1), 1))
-    return _cl(F.relu(F.conv2d(x, w, b, 1, pad)))
+        if act == "relu":
+            return _cl(torch.cudnn_convolution_relu(x, w, b, (1, 1), (pad, pad), (1, 1), 1))
+        y = conv(x, w, pad)
+        return bias_act(y, b, act, 0.1, out=y)
+    if CPU_FUSED:
+        return _cl(torch.ops.mkldnn._convolution_pointwise(x, w, b, [pad, pad], [1, 1], [1, 1], 1, _ACT_NAME[act],
+                                                          _ACT_SCALARS[act], ""))
+    y = conv(x, w, pad)
+    return bias_act(y, b, act, 0.1, out=y)
+
+
+def conv_residual(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """z + conv(x) + b (a residual block's second convolution). CUDA: the convolution without bias, then one
+    ``bias_act`` pass that adds bias and residual in place over ``z`` (returned); CPU: one oneDNN call."""
+    if not x.is_cuda and CPU_FUSED:
+        return _cl(torch.ops.mkldnn._convolution_pointwise(x, z, w, b, [1, 1], [1, 1], [1, 1], 1, "add", None,
+                                                          None, [], ""))
+    y = conv(x, w, 1)
+    return bias_act(y, b, "none", z=z, out=z)
+
+
+def conv_shuffle_lrelu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """lrelu(pixel_shuffle(conv(x) + b, 2)): CUDA ``shuffle_nhwc`` after a bias-free conv; CPU: the LeakyReLU
+    commutes with the shuffle (element-wise), so oneDNN fuses bias + activation and the shuffle moves data."""
+    if not x.is_cuda and CPU_FUSED:
+        return _cl(F.pixel_shuffle(conv_act(x, w, b, "lrelu", 1), 2))
+    return shuffle_nhwc(conv(x, w, 1), b, 0.1)
 
 
 # --------------------------------------------------------------------------------------------- CUDA graphs
@@ -242,11 +285,9 @@ class FastBasicVSR:
         buf[:, nf:nf + tw.n_lq].copy_(lq)
         if tw.cin > nf + tw.n_lq:
             buf[:, nf + tw.n_lq:].zero_()
-        x = conv(buf, tw.w_in, 1)
-        bias_act(x, tw.b_in, "lrelu", 0.1, out=x)
+        x = conv_act(buf, tw.w_in, tw.b_in, "lrelu", 1)
         for w1, b1, w2, b2 in tw.blocks:
-            y = conv(conv_relu(x, w1, b1, 1), w2, 1)
-            bias_act(y, b2, "none", z=x, out=x)
+            x = conv_residual(conv_act(x, w1, b1, "relu", 1), w2, b2, x)
         return x
 
     def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],
@@ -277,12 +318,10 @@ class FastBasicVSR:
         cat = torch.empty(n, 2 * nf, h, w, device=lq.device, dtype=self.dtype, memory_format=CL)
         cat[:, :nf].copy_(feat_b)
         cat[:, nf:].copy_(feat_f)
-        x = conv(cat, self.fusion[0], 0)
-        bias_act(x, self.fusion[1], "lrelu", 0.1, out=x)
-        x = shuffle_nhwc(conv(x, self.upconv1[0], 1), self.upconv1[1], 0.1)
-        x = shuffle_nhwc(conv(x, self.upconv2[0], 1), self.upconv2[1], 0.1)
-        y = conv(x, self.conv_hr[0], 1)
-        bias_act(y, self.conv_hr[1], "lrelu", 0.1, out=y)
+        x = conv_act(cat, *self.fusion, "lrelu", 0)
+        x = conv_shuffle_lrelu(x, *self.upconv1)
+        x = conv_shuffle_lrelu(x, *self.upconv2)
+        y = conv_act(x, *self.conv_hr, "lrelu", 1)
         out = F.conv2d(y, self.conv_last[0], self.conv_last[1], 1, 1)
         return out + F.interpolate(lq, scale_factor=4, mode="bilinear", align_corners=False)
 
@@ -303,7 +342,7 @@ class FastBasicVSR:
         layers = self.spy[k]
         for i, (wt, b) in enumerate(layers):
             if i < len(layers) - 1:
-                x = conv_relu(x, wt, b, 3)
+                x = conv_act(x, wt, b, "relu", 3)
             else:
                 x = F.conv2d(x, wt, b, 1, 3)
         return flow_up + x[:, :2]
