@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Fidelity of the fast step (vsr_engine.fast) against the official model in fp32, on real frames, any device.
 
-    python3 bench/eval_fast_fidelity.py [--frames 4] [--crop 64x96] [--out bench/results/fast_fidelity_cpu.json]
+    python3 bench/eval_fast_fidelity.py --frames 6 --crop 144x176    # -> bench/results/fast_fidelity_cpu.json
 
 Official BasicVSR_REDS4 weights, the first frames of Vid4 city (ground truth, shrunk x4 with the MATLAB-style
 imresize, cropped), fp32 model forward as the reference; reports the fast step in fp32 (max |diff|: the same
-function) and in fp16 / bf16 with SPyNet in fp32 or in the activation dtype (PSNR vs the fp32 output, RGB, [0, 1]).
+function) and in fp16 / bf16 with SPyNet in fp32 or in the activation dtype, and bf16 with fp32 islands (the residual
+stream, the output layer): PSNR vs the fp32 output, RGB, [0, 1].
 """
 import argparse
 import glob
@@ -51,11 +52,15 @@ def main(argv=None):
         res["reference_s"] = round(time.perf_counter() - t, 2)
         out = FastBasicVSR(m, torch.float32, graphs=False).forward(x)
         res["fast_fp32_max_abs_diff"] = (out - ref).abs().max().item()
-        for dt in (torch.float16, torch.bfloat16):
-            for fdt in (torch.float32, dt):
-                o = FastBasicVSR(m, dt, flow_dtype=fdt, graphs=False).forward(x).float()
+        for dt, fdt, isl in [(torch.float16, torch.float32, ()), (torch.float16, torch.float16, ()),
+                             (torch.bfloat16, torch.float32, ()), (torch.bfloat16, torch.bfloat16, ()),
+                             (torch.bfloat16, torch.bfloat16, ("output",)),
+                             (torch.bfloat16, torch.bfloat16, ("residual",)),
+                             (torch.bfloat16, torch.bfloat16, ("residual", "output"))]:
+                o = FastBasicVSR(m, dt, flow_dtype=fdt, graphs=False, fp32_islands=isl).forward(x).float()
                 d = o.clamp(0, 1) - ref.clamp(0, 1)
                 row = {"dtype": str(dt).split(".")[1], "spynet": str(fdt).split(".")[1],
+                       "fp32_islands": "+".join(isl) or "none",
                        "psnr_vs_fp32_db": round(10 * np.log10(1 / d.square().mean().item()), 2),
                        "max_abs_diff": round(d.abs().max().item(), 5)}
                 res["rows"].append(row)

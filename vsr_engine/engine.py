@@ -151,7 +151,7 @@ class Engine:
             self.model = load_model(self.model_name, weights=weights, variant=variant, **model_kwargs)
         self.variant = variant
         # SPyNet in fp32 by default, except on the fast step in fp16, where real frames measured the same fidelity
-        # with SPyNet in fp16 (bench/results/fast_fidelity_cpu.json: 68.08 vs 68.03 dB vs fp32) at less cost
+        # with SPyNet in fp16 (bench/results/fast_fidelity_cpu.json: 67.56 vs 67.61 dB vs fp32) at less cost
         from . import fast as _fast
         core0, _ = unwrap(self.model)
         fast_half = (fast is not False and self.dtype == torch.float16 and core0 is not None

@@ -229,11 +229,14 @@ class FastBasicVSR:
 
     ``dtype``: activation dtype (fp16 default; bf16; fp32 for exactness checks). ``flow_dtype``: SPyNet's dtype
     (default: the dtype of ``core.spynet``'s parameters, so the engine's fp32-SPyNet setting carries over).
-    ``graphs``: CUDA graphs (default on CUDA unless ``VSR_ENGINE_CUDA_GRAPHS=0``).
+    ``graphs``: CUDA graphs (default on CUDA unless ``VSR_ENGINE_CUDA_GRAPHS=0``). ``fp32_islands``: parts kept in
+    fp32 around 16-bit convolutions -- ``"residual"`` (each trunk's residual stream and the propagated feature)
+    and ``"output"`` (the last convolution and the bilinear base); default both for bf16 (its 8-bit mantissa
+    costs ~0.4 dB there: bench/eval_fast_fidelity.py), none otherwise.
     """
 
     def __init__(self, core, dtype: torch.dtype = torch.float16, flow_dtype: Optional[torch.dtype] = None,
-                 graphs: Optional[bool] = None):
+                 graphs: Optional[bool] = None, fp32_islands: Optional[Sequence[str]] = None):
         if not supported(core):
             raise TypeError(f"FastBasicVSR: {type(core).__name__} is not a BasicVSR-style model")
         from .models.basicvsr import BasicVSR
@@ -243,6 +246,13 @@ class FastBasicVSR:
         self.flow_dtype = flow_dtype or next(core.spynet.parameters()).dtype
         self.num_feat = core.num_feat
         self.core = core
+        if fp32_islands is None:
+            fp32_islands = ("residual", "output") if dtype == torch.bfloat16 else ()
+        bad = set(fp32_islands) - {"residual", "output"}
+        if bad:
+            raise ValueError(f"FastBasicVSR: unknown fp32 islands {sorted(bad)} (residual, output)")
+        self.islands = tuple(fp32_islands)
+        self.feat_dtype = torch.float32 if "residual" in self.islands else dtype
         self.trunk_b = _Trunk(core.backward_trunk, core.num_feat, dtype)
         self.trunk_f = _Trunk(core.forward_trunk, core.num_feat, dtype)
         self.own_upsample = type(core).upsample is BasicVSR.upsample
@@ -251,7 +261,7 @@ class FastBasicVSR:
             self.upconv1 = _w(core.upconv1, dtype)
             self.upconv2 = _w(core.upconv2, dtype)
             self.conv_hr = _w(core.conv_hr, dtype)
-            self.conv_last = _w(core.conv_last, dtype)
+            self.conv_last = _w(core.conv_last, torch.float32 if "output" in self.islands else dtype)
         fdt = self.flow_dtype
         self.spy = [[_w(m, fdt, out_pad=(6 if i == 8 else 0)) for i, m in enumerate(bm.basic_module)
                      if isinstance(m, nn.Conv2d)] for bm in core.spynet.basic_module]
@@ -286,9 +296,15 @@ class FastBasicVSR:
         if tw.cin > nf + tw.n_lq:
             buf[:, nf + tw.n_lq:].zero_()
         x = conv_act(buf, tw.w_in, tw.b_in, "lrelu", 1)
+        if self.feat_dtype == self.dtype:
+            for w1, b1, w2, b2 in tw.blocks:
+                x = conv_residual(conv_act(x, w1, b1, "relu", 1), w2, b2, x)
+            return x
+        acc = x.to(self.feat_dtype)  # fp32 island: the residual stream (convolutions still in self.dtype)
         for w1, b1, w2, b2 in tw.blocks:
-            x = conv_residual(conv_act(x, w1, b1, "relu", 1), w2, b2, x)
-        return x
+            acc.add_(conv_act(conv_act(x, w1, b1, "relu", 1), w2, b2, "none", 1))
+            x = acc.to(self.dtype)
+        return acc
 
     def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],
              backward: bool) -> torch.Tensor:
@@ -297,7 +313,7 @@ class FastBasicVSR:
         if feat is None:
             out = (self._first_b if backward else self._first_f)(lq)
         else:
-            out = (self._step_b if backward else self._step_f)(lq, _cl(feat.to(self.dtype)), flow)
+            out = (self._step_b if backward else self._step_f)(lq, _cl(feat.to(self.feat_dtype)), flow)
         return out.clone(memory_format=CL)
 
     def backward_feats(self, lqs: torch.Tensor, flows: Optional[torch.Tensor], keep: int) -> List[torch.Tensor]:
@@ -322,8 +338,9 @@ class FastBasicVSR:
         x = conv_shuffle_lrelu(x, *self.upconv1)
         x = conv_shuffle_lrelu(x, *self.upconv2)
         y = conv_act(x, *self.conv_hr, "lrelu", 1)
-        out = F.conv2d(y, self.conv_last[0], self.conv_last[1], 1, 1)
-        return out + F.interpolate(lq, scale_factor=4, mode="bilinear", align_corners=False)
+        wl, bl = self.conv_last
+        out = F.conv2d(y.to(wl.dtype), wl, bl, 1, 1)
+        return out + F.interpolate(lq.to(wl.dtype), scale_factor=4, mode="bilinear", align_corners=False)
 
     def upsample(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor) -> torch.Tensor:
         """(N, 3, 4H, 4W) output of one frame (a new tensor)."""
