@@ -930,11 +930,13 @@ class Proof:
         ka = prof.key_averages()
         rows, info = profile_rows(ka, cuda, self.a.profile_top)
         res.update(info)
-        try:
-            table = ka.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=40,
-                             max_name_column_width=90)
-        except Exception:
-            table = ka.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=90)
+        table = ""
+        for key in (("self_device_time_total", "self_cuda_time_total") if cuda else ()) + ("self_cpu_time_total",):
+            try:  # the name of the device-time column changed across torch versions
+                table = ka.table(sort_by=key, row_limit=40, max_name_column_width=90)
+                break
+            except Exception as e:
+                table = f"table sorted by {key} failed: {type(e).__name__}: {e}\n"
         self.out.text("profile.txt", table)
         self.out.csv("profile.csv", rows)
         self.out.json("profile.json", res)
