@@ -171,7 +171,8 @@ def cmd_upscale(args) -> int:
         r = args.scale if args.scale is not None else 4.0
         oh, ow = meta_out_size(info.height, info.width, r)
         check_output_size(args.pix_fmt or default_pix_fmt(args.codec, info.bit_depth), ow, oh)
-    engine = Engine(model, weights=args.weights, device=device, dtype=dtype, window=args.window,
+    engine = Engine(model, weights=args.weights, device=device, dtype="auto" if args.dtype == "auto" else dtype,
+                    window=args.window,
                     overlap=args.overlap, variant=args.variant, tile=args.tile, memory_limit=args.memory_limit,
                     **extra)
     if not args.quiet:
@@ -180,6 +181,7 @@ def cmd_upscale(args) -> int:
         _eprint(f"model: {engine.model_name}" + (f" ({args.variant})" if args.variant else "")
                 + (f", weights {w}" if w else "") + f"; {device}, {str(dtype).replace('torch.', '')}, window "
                 f"{engine.window}, overlap {engine.overlap}")
+        _eprint(f"plan: {engine.plan()}")
     if not is_folder and info.hdr:
         from .io.encode import hdr_encoder_options
         hdr_warn = hdr_encoder_options(args.codec, info.hdr)[1]
@@ -232,7 +234,9 @@ def _add_upscale(sp, common):
     g.add_argument("--variant", default=None, help="official weights variant (e.g. reds4, vimeo-bi, vimeo-bd)")
     g.add_argument("--weights", default=None, help="checkpoint file (BasicSR, mmagic or safetensors)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--dtype", default="auto", help="auto, fp32, fp16, bf16 (default auto: fp16 on CUDA; on a CPU "
+                   "its plan -- bf16 with fp32 islands where the CPU has bf16 hardware, else fp32 -- on the fast "
+                   "step; fp32 is the exact fp32 path)")
     g.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=f"frames per window at most (default {DEFAULT_WINDOW}); a smaller one is used when the frames "
                         "would not fit in free memory")
@@ -334,6 +338,8 @@ def cmd_info(args) -> int:
         print(f"PyAV {av.__version__}  FFmpeg {ff}  libx264: {'yes' if 'libx264' in av.codecs_available else 'no'}")
     else:
         print(f"PyAV: not importable ({why}) -- video files cannot be read or written")
+    from .cpu_plan import describe
+    print(describe() + "  (what --dtype auto runs on a CPU)")
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         for i in range(n):

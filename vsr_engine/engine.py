@@ -84,9 +84,16 @@ def resolve_device(device=None) -> torch.device:
 
 
 def resolve_dtype(dtype=None, device: Optional[torch.device] = None) -> torch.dtype:
-    """``None``/``auto``: fp16 on CUDA, fp32 elsewhere; else fp32 / fp16 / bf16 by name."""
-    if dtype is None or str(dtype) == "auto":
-        return CUDA_DEFAULT_DTYPE if (device is not None and torch.device(device).type == "cuda") else torch.float32
+    """``None``: fp16 on CUDA, fp32 elsewhere. ``auto``: fp16 on CUDA, the CPU plan's dtype on a CPU
+    (``vsr_engine.cpu_plan``: bf16 where the CPU has bf16 hardware). Else fp32 / fp16 / bf16 by name."""
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    if dtype is None:
+        return CUDA_DEFAULT_DTYPE if on_cuda else torch.float32
+    if str(dtype) == "auto":
+        if on_cuda:
+            return CUDA_DEFAULT_DTYPE
+        from .cpu_plan import plan
+        return plan()["dtype"]  # type: ignore[return-value]
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise VsrInputError(f"unsupported dtype {dtype}; choose from fp32, fp16, bf16")
@@ -97,15 +104,24 @@ def resolve_dtype(dtype=None, device: Optional[torch.device] = None) -> torch.dt
     return d
 
 
-def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bool]):
+def _fast_default(device: torch.device, dtype: torch.dtype, auto: bool) -> bool:
+    """Whether the fast step runs when ``fast`` is not given: on CUDA in fp16/bf16; on a CPU for ``dtype='auto'``
+    (the CPU plan) and for bf16. ``VSR_ENGINE_FAST=0`` turns the default off."""
+    if os.environ.get("VSR_ENGINE_FAST", "1") == "0":
+        return False
+    if device.type == "cuda":
+        return dtype in (torch.float16, torch.bfloat16)
+    return auto or dtype == torch.bfloat16
+
+
+def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bool], auto: bool = False):
     """The FastBasicVSR serving ``core`` in this Engine, or None (see Engine's ``fast``)."""
     from . import fast as _fast
     if fast is False or not _fast.supported(core):
         if fast:
             raise VsrInputError(f"fast=True: {type(core).__name__} has no fast step")
         return None
-    if fast is None and not (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-                             and os.environ.get("VSR_ENGINE_FAST", "1") != "0"):
+    if fast is None and not _fast_default(device, dtype, auto):
         return None
     return _fast.FastBasicVSR(core, dtype)
 
@@ -130,6 +146,7 @@ class Engine:
                  memory_limit=None, fast: Optional[bool] = None, **model_kwargs):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self._auto_dtype = isinstance(dtype, str) and dtype == "auto"
         window, overlap = int(window), int(overlap)
         if window < 1:
             raise VsrInputError(f"window must be at least 1 frame (got {window})")
@@ -150,13 +167,14 @@ class Engine:
             self.model_name = str(model).lower()
             self.model = load_model(self.model_name, weights=weights, variant=variant, **model_kwargs)
         self.variant = variant
-        # SPyNet in fp32 by default, except on the fast step in fp16, where real frames measured the same fidelity
-        # with SPyNet in fp16 (bench/results/fast_fidelity_cpu.json: 67.56 vs 67.61 dB vs fp32) at less cost
+        # SPyNet in fp32 by default, except on the fast step in fp16/bf16, where real frames measured the same
+        # fidelity with SPyNet in the 16-bit dtype (bench/results/fast_fidelity_cpu.json: fp16 67.56 vs 67.61 dB,
+        # bf16 49.59 vs 49.66 dB vs fp32) at much less cost
         from . import fast as _fast
         core0, _ = unwrap(self.model)
-        fast_half = (fast is not False and self.dtype == torch.float16 and core0 is not None
+        fast_half = (fast is not False and self.dtype in (torch.float16, torch.bfloat16) and core0 is not None
                      and mode != "blackbox" and _fast.supported(core0)
-                     and (fast or (self.device.type == "cuda" and os.environ.get("VSR_ENGINE_FAST", "1") != "0")))
+                     and (fast or _fast_default(self.device, self.dtype, self._auto_dtype)))
         self.spynet_fp32 = (not fast_half) if spynet_fp32 is None else bool(spynet_fp32)
         self.model = keep_fp32(self.model.eval().to(self.device), self.dtype, self.spynet_fp32)
         for p in self.model.parameters():
@@ -171,7 +189,7 @@ class Engine:
                                 "black box")
         self.fast = None  # vsr_engine.fast.FastBasicVSR when the fast step serves this model (see ``fast``)
         if core is not None and mode != "blackbox":
-            self.fast = _fast_step(core, self.device, self.dtype, fast)
+            self.fast = _fast_step(core, self.device, self.dtype, fast, self._auto_dtype)
             self._proc = SplitBidirectional(core, cleaner, fast=self.fast)
             self.mode = "split"
         else:
@@ -185,6 +203,19 @@ class Engine:
     def __repr__(self):
         return (f"Engine({self.model_name}, device={self.device}, dtype={str(self.dtype).replace('torch.', '')}, "
                 f"window={self.window}, overlap={self.overlap}, mode={self.mode})")
+
+    def plan(self) -> str:
+        """How this Engine computes, in one line (the run summary's ``plan``)."""
+        dt = str(self.dtype).replace("torch.", "")
+        if self.fast is None:
+            return f"{dt} {self.mode} (module forward)"
+        how = "CUDA graphs" if self.fast.graphs else ("oneDNN fused convs" if self.device.type == "cpu" else "eager")
+        isl = f", fp32 islands {'+'.join(self.fast.islands)}" if self.fast.islands else ""
+        s = f"{dt} fast step (channels-last, {how}{isl}; SPyNet {str(self.fast.flow_dtype).replace('torch.', '')})"
+        if self.device.type == "cpu" and self._auto_dtype:
+            from .cpu_plan import describe
+            s += f"; {describe()}"
+        return s
 
     @property
     def weights_path(self) -> Optional[str]:
@@ -312,6 +343,7 @@ class Engine:
                                 memory_limit=self.memory_limit, summary=summary)
         proc.reset()
         summary.device, summary.dtype = str(self.device), str(self.dtype).replace("torch.", "")
+        summary.plan = self.plan()
         summary.window, summary.overlap = self.window, self.overlap
         summary.resumed_from = summary.frames_out = summary.frames_in = start
         if carry is not None:

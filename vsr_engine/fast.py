@@ -344,8 +344,9 @@ class FastBasicVSR:
 
     def upsample(self, lq: torch.Tensor, feat_b: torch.Tensor, feat_f: torch.Tensor) -> torch.Tensor:
         """(N, 3, 4H, 4W) output of one frame (a new tensor)."""
-        if not self.own_upsample:
-            return self.core.upsample(lq, feat_b, feat_f)
+        if not self.own_upsample:  # a subclass's own reconstruction (any-scale heads): the module, in its dtype
+            dt = self.dtype
+            return self.core.upsample(lq.to(dt), feat_b.to(dt), feat_f.to(dt))
         return self._up(lq.to(self.dtype), _cl(feat_b), _cl(feat_f)).clone()
 
     # -- alignment -----------------------------------------------------------------------------------------

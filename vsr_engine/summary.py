@@ -54,6 +54,7 @@ class RunSummary:
     # busy seconds of each pipeline stage (decode, stage, upload, model, download, encode) and the busiest one
     stages: Dict[str, float] = dataclasses.field(default_factory=dict)
     bound_by: str = ""
+    plan: str = ""                     # how the model step computed (dtype, fast step, CPU plan)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
