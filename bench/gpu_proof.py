@@ -79,9 +79,14 @@ X264_ORDER = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", 
 
 def model_step(model, dtype):
     """The model step the profile section measures: a callable (N, T, 3, H, W) -> (N, T, 3, 4H, 4W) on the model's
-    device. For now the model itself cast to ``dtype`` (what ``load_model(...).half()`` runs); the fast path
-    (channels-last, fused epilogues, CUDA graphs) is swapped in here."""
-    return model.to(dtype)
+    device: the fast step (``vsr_engine.fast``: channels-last, fused epilogues, CUDA graphs) the Engine runs, or the
+    model itself cast to ``dtype`` for models without one."""
+    from vsr_engine.fast import accelerate
+    from vsr_engine.window import unwrap
+    from vsr_engine.fast import supported
+    m = model.to(dtype)
+    core, _ = unwrap(m)
+    return accelerate(m, dtype=dtype) if core is not None and supported(core) else m
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -408,7 +413,8 @@ class Proof:
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
-               "tests/ops/test_pixel_shuffle.py" if self.smoke else "tests/ops"]  # smoke: the GPU tests skip
+               ] + (["tests/ops/test_pixel_shuffle.py"] if self.smoke else ["tests/ops", "tests/test_fast.py"])
+        # smoke: the GPU tests skip
         timeout = max(10.0, deadline - time.perf_counter())
         try:
             res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -490,7 +496,31 @@ class Proof:
                                                  iters, warm, copy_bw))
         self.op_rows = rows
         self.out.csv("ops.csv", rows)
-        return {"rows": len(rows), "cut_by_budget": skipped}
+        fast_rows = self._fast_ops(deadline)
+        return {"rows": len(rows), "cut_by_budget": skipped, "fast_op_rows": fast_rows}
+
+    def _fast_ops(self, deadline) -> int:
+        """The fast step's channels-last kernels (bench/bench_{bias_act,warp_nhwc,shuffle_nhwc}.py cases), forward,
+        eager vs triton, fp16 -> fastops.csv (GB/s against the measured copy bandwidth)."""
+        import importlib
+        import common
+        rows = []
+        iters, warm = (2, 1) if self.smoke else (30, 5)
+        env = common.env_info(self.dev)
+        for name in ("bench_bias_act", "bench_warp_nhwc", "bench_shuffle_nhwc"):
+            mod = importlib.import_module(name)
+            for op, case, shape, make, impls, mb in mod.cases(self.dev, torch.float16, self.smoke):
+                if time.perf_counter() > deadline:
+                    break
+                for r in common.run_plain_case(op, case, shape, torch.float16, make, impls, mb, self.dev, env,
+                                               iters, warm):
+                    d = r.as_csv()
+                    rows.append({k: d[k] for k in ("op", "case", "dtype", "impl", "median_ms", "speedup_vs_eager",
+                                                   "min_bytes", "gbps", "copy_gbps", "roofline_frac")})
+                    self.out.log(f"{op:13s} {case:28s} fp16 {r.impl:6s} fwd     {r.median_ms:9.4f} ms "
+                                 f"{r.gbps:8.1f} GB/s ({100 * r.roofline_frac:.0f}% of copy)")
+        self.out.csv("fastops.csv", rows)
+        return len(rows)
 
     def _op_row(self, op, case, make, kernel, eager, gidx, flops, dname, dt, impl, ps, iters, warm, copy_bw):
         row = {"op": op, "case": case, "dtype": dname, "impl": impl, "pass": ps}
@@ -541,11 +571,24 @@ class Proof:
         return load_model(name, weights=False).eval(), "random init (seed 0; no weights file given)"
 
     def sec_models(self, deadline):
+        """Model step rows: one 30-frame window, median of ``reps`` timed windows after a warm-up window (the
+        fast step's first window also captures its CUDA graphs). ``vsr_engine`` rows run ``vsr_engine.fast``
+        (what the Engine runs on CUDA); ``plain ops`` is the module's own forward with the ops' kernels (NCHW)."""
+        from vsr_engine.fast import accelerate
         rows, fid = [], []
         frames = 3 if self.smoke else max(30, self.a.frames)
         sizes = [(16, 16)] if self.smoke else [(180, 320), (540, 960)]
-        reps = 1  # one timed window after the warm-up window (a 540x960 fp32 window is ~190 TFLOP)
+        reps = 1 if self.smoke else 3
         masters = {}
+        f16, b16, f32 = torch.float16, torch.bfloat16, torch.float32
+        # (label, activation dtype, kind, SPyNet dtype); kind: eager | compile | fast | plain
+        variants = [("eager fp32", f32, "eager", f32), ("torch.compile fp16", f16, "compile", f16),
+                    ("vsr_engine fp16", f16, "fast", f16), ("vsr_engine fp16, SPyNet fp32 (tf32)", f16, "fast", f32),
+                    ("vsr_engine bf16", b16, "fast", b16), ("plain ops fp16 (NCHW module)", f16, "plain", f16)]
+        if self.smoke:
+            variants = [v for v in variants if v[2] != "compile"] + [
+                ("torch.compile bf16 (eager backend)", b16, "compile", b16)]
+        real = self._real_frames()
         for h, w in sizes:  # the small size first: if the budget runs out, the 540x960 rows are the ones missing
             for name in ("basicvsr", "realbasicvsr"):
                 if name not in masters:
@@ -553,13 +596,16 @@ class Proof:
                 master, wdesc = masters[name]
                 g = torch.Generator().manual_seed(0)
                 x32 = torch.rand(1, frames, 3, h, w, generator=g).to(self.dev)
-                ref = None
-                variants = [("eager fp32", torch.float32, "eager"), ("torch.compile fp16", torch.float16, "compile"),
-                            ("vsr_engine fp16", torch.float16, "vsr"), ("vsr_engine bf16", torch.bfloat16, "vsr")]
-                if self.smoke:
-                    variants = [v for v in variants if v[1] != torch.float16] + [
-                        ("torch.compile bf16 (eager backend)", torch.bfloat16, "compile")]
-                for desc, dt, kind in variants:
+                inputs = [("uniform-random frames", x32)]
+                if real is not None and (h, w) == tuple(real.shape[-2:]):
+                    inputs.append(("real frames", real.to(self.dev)))
+                refs = {}
+                for desc, dt, kind, fdt in variants:
+                    # budget: RealBasicVSR (random init unless carried) gets eager fp32 + the fast fp16 step; the
+                    # plain NCHW module only at 540x960 (the first GPU run's comparison point)
+                    if not self.smoke and ((name != "basicvsr" and desc not in ("eager fp32", "vsr_engine fp16"))
+                                           or (kind == "plain" and (h, w) != (540, 960))):
+                        continue
                     row = {"model": name, "weights": wdesc, "size": f"{h}x{w}", "frames": frames, "variant": desc}
                     if time.perf_counter() > deadline:
                         row["note"] = "not run: section budget spent"
@@ -574,38 +620,62 @@ class Proof:
                         continue
                     try:
                         m = copy.deepcopy(master).to(self.dev, dt)
-                        xin = x32.to(dt)
                         if kind == "compile":
                             m = self._compiled(m)
                             t = time.perf_counter()
                             with torch.inference_mode():
-                                m(xin[:, :3])  # the one compile for this shape (3 frames: same cells)
+                                m(x32[:, :3].to(dt))  # the one compile for this shape (3 frames: same cells)
                             sync(self.dev)
                             row["compile_s"] = round(time.perf_counter() - t, 1)
-                        # smoke: the interpreted triton kernels are proven in the ops section; torch here keeps
-                        # the CPU run short (the same model code, the ops' torch backend)
-                        backend_ctx = ops.use_backend("torch") if kind != "vsr" or self.smoke else _null()
-                        with torch.inference_mode(), backend_ctx:
-                            out = m(xin).float()  # warm-up (cuDNN, kernel compiles) and the output compared below
-                            sync(self.dev)
-                            t = time.perf_counter()
-                            for _ in range(reps):
-                                m(xin)
-                            sync(self.dev)
-                            ms = (time.perf_counter() - t) * 1e3 / reps
-                        row.update(ms_per_window=round(ms, 1), fps=round(frames / (ms * 1e-3), 2))
+                        if kind == "fast":
+                            core = m.basicvsr if hasattr(m, "basicvsr") else m
+                            core.spynet.to(fdt)
+                            allow = torch.backends.cudnn.allow_tf32
+                            torch.backends.cudnn.allow_tf32 = fdt == f32  # the Engine's default for fp32 SPyNet
+                            fn = accelerate(m, dtype=dt)
+                        else:
+                            fn = m
+                        backend_ctx = ops.use_backend("torch") if kind in ("eager", "compile") or self.smoke else _null()
+                        try:
+                            with torch.inference_mode(), backend_ctx:
+                                xin = x32.to(dt)
+                                t = time.perf_counter()
+                                out = fn(xin).float()  # warm-up (graph capture, cuDNN autotuning, kernel compiles)
+                                sync(self.dev)
+                                row["first_window_ms"] = round((time.perf_counter() - t) * 1e3, 1)
+                                ts = []
+                                for _ in range(1 if kind == "eager" else reps):  # eager fp32: the reference
+                                    t = time.perf_counter()
+                                    fn(xin)
+                                    sync(self.dev)
+                                    ts.append((time.perf_counter() - t) * 1e3)
+                                ms = sorted(ts)[len(ts) // 2]
+                                outs = {"uniform-random frames": out}
+                                for iname, xi in inputs[1:]:
+                                    outs[iname] = fn(xi.to(dt)).float()
+                        finally:
+                            if kind == "fast":
+                                torch.backends.cudnn.allow_tf32 = allow
+                        row.update(ms_per_window=round(ms, 1), fps=round(frames / (ms * 1e-3), 2),
+                                   timed_windows=len(ts), ms_all=" ".join(f"{v:.1f}" for v in ts))
+                        if kind == "fast" and hasattr(fn, "fast"):
+                            st = fn.fast.graph_stats()
+                            row["graphs"] = ("failed: " + "; ".join(f"{k}: {v['failed']}" for k, v in st.items()
+                                                                    if v["failed"])) if any(
+                                v["failed"] for v in st.values()) else f"{sum(v['captures'] for v in st.values())} captured"
                         if self.dev.type == "cuda":
                             row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
                             torch.cuda.reset_peak_memory_stats()
-                        if ref is None and dt == torch.float32:
-                            ref = out
-                        elif ref is not None:
-                            d = (out - ref).clamp(-1, 1)
-                            mse = d.square().mean().item()
-                            fid.append({"model": name, "size": f"{h}x{w}", "variant": desc,
-                                        "psnr_vs_fp32_db": round(10 * math.log10(1 / max(mse, 1e-20)), 2),
-                                        "max_abs_diff": round(d.abs().max().item(), 5)})
-                        del m, out
+                        for iname, o in outs.items():
+                            if kind == "eager" and dt == f32:
+                                refs[iname] = o
+                            elif iname in refs:
+                                d = (o.clamp(0, 1) - refs[iname].clamp(0, 1))
+                                mse = d.square().mean().item()
+                                fid.append({"model": name, "size": f"{h}x{w}", "variant": desc, "input": iname,
+                                            "psnr_vs_fp32_db": round(10 * math.log10(1 / max(mse, 1e-20)), 2),
+                                            "max_abs_diff": round(d.abs().max().item(), 5)})
+                        del m, out, outs, fn
                     except Exception as e:
                         row["note"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
                     self.out.log(f"{name} {h}x{w} {desc}: " + (f"{row['ms_per_window']} ms/window, {row['fps']} fps"
@@ -613,9 +683,19 @@ class Proof:
                     rows.append(row)
                     if self.dev.type == "cuda":
                         torch.cuda.empty_cache()
-            self.out.csv("models.csv", rows)
-            self.out.csv("fidelity.csv", fid)
+                self.out.csv("models.csv", rows)
+                self.out.csv("fidelity.csv", fid)
         return {"rows": len(rows)}
+
+    def _real_frames(self):
+        """(1, T, 3, H, W) float real frames from ``--real-frames`` (.npz with ``frames`` uint8 (T, H, W, 3)), or None."""
+        path = getattr(self.a, "real_frames", None) or getattr(self.a, "lr_npz", None)
+        if not path or not os.path.isfile(path):
+            return None
+        import numpy as np
+        with np.load(path) as z:
+            arr = z["frames"]
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
 
     def _compiled(self, m):
         kw = {"backend": "eager" if self.smoke else "inductor", "dynamic": False}
@@ -978,6 +1058,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, default=30, help="window length of the model step (>= 30)")
     ap.add_argument("--basicvsr-weights", help="official BasicVSR .pth (carried with the tree); random init if not")
     ap.add_argument("--realbasicvsr-weights", help="RealBasicVSR checkpoint; random init if not given")
+    ap.add_argument("--real-frames", help=".npz with 'frames' uint8 (T, H, W, 3): real LR frames for the models "
+                    "section's fidelity rows (their size must be one of the section's sizes)")
     ap.add_argument("--skip", action="append", default=[], choices=SECTIONS)
     ap.add_argument("--compile-all", action="store_true", help="torch.compile RealBasicVSR too (more compiles)")
     ap.add_argument("--compile-reserve", type=float, default=60.0,
