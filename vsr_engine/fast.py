@@ -171,7 +171,8 @@ class GraphCache:
                 self.fn(*static_in)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the Engine's upload/download threads keep issuing copies on their own streams meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(*static_in)
         self.captures += 1
         return graph, static_in, static_out
