@@ -323,9 +323,10 @@ class Engine:
                 raise VsrInputError(f"{getattr(src.info, 'path', None) or 'input'}: no frames to upscale"
                                     + (f" after frame {start}" if start else ""))
             summary.output = sink.finish()
-            warn = getattr(sink, "copy_warning", None)
-            if warn:
-                summary.warnings.append(warn)
+            for warn in (getattr(sink, "copy_warning", None), getattr(sink, "loss_warning", None)):
+                if warn:   # audio/subtitle packets or frames lost on the way out: the output is incomplete
+                    summary.warnings.append(warn)
+                    summary.complete = False
         except BaseException as e:
             sink.abort(e)
             raise
@@ -382,7 +383,7 @@ class Engine:
         summary.peak_memory_bytes = int(mem.peak)
         summary.peak_memory_increase_bytes = int(max(0, mem.peak - mem.start))
         summary.memory_kind = mem.kind
-        rep = src.damage_report()
+        rep = src.damage_report(written=summary.frames_out)   # frame accounting: read vs decoded vs written
         if rep:
             summary.warnings.append(rep)
             summary.complete = False

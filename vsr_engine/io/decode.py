@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
+from .accounting import FrameAccount, ts_cut
 from .common import FrameInfo, IMAGE_EXTS, SourceInfo, VsrInputError, _av, _ffmpeg_msg
 from .frames import _AVCOL_SPC, _RANGE, _bit_depth, _is_rgb_format, as_rgb_u8, frame_to_rgb, guess_matrix
 
@@ -127,7 +128,6 @@ class VideoReader:
         self._stopped_early = False
         self._next_pts: Optional[int] = None
         self._packets = 0
-        self._seen_end: Optional[Fraction] = None     # end time (s) of the last video packet read from the file
         self.stream = vs
         try:
             vs.thread_type = "AUTO"
@@ -148,6 +148,7 @@ class VideoReader:
             frames = est if est > 0 else 0
         self._declared_end = _declared_end(vs, tb)
         self._format_name = getattr(getattr(c, "format", None), "name", "") or ""
+        self.account = FrameAccount(cc.name, self._format_name, self._header_frames, rate)
         others = []
         for s in c.streams:
             if s.index == vs.index or _is_attached_pic(s):
@@ -209,16 +210,9 @@ class VideoReader:
                 break
             if packet.size or packet.pts is not None or packet.dts is not None:   # not the final flush packet
                 self._packets += 1
+                self.account.packet(packet)
                 if packet.is_corrupt:
                     self.damage.corrupt_packets += 1
-                t = packet.pts if packet.pts is not None else packet.dts
-                if t is not None and packet.time_base and not packet.is_discard:
-                    d = packet.duration or 0
-                    if not d and self.info.fps:
-                        d = max(1, int(round(1 / Fraction(self.info.fps) / Fraction(packet.time_base))))
-                    end = (t + d) * Fraction(packet.time_base)
-                    if self._seen_end is None or end > self._seen_end:
-                        self._seen_end = end
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as e:
@@ -227,11 +221,13 @@ class VideoReader:
             for f in frames:
                 if f.is_corrupt:
                     self.damage.corrupt_frames += 1
+                self.account.frame(f)
                 yield f
         # flush what the decoder still holds (after a demux error the final empty packet never came)
         if self.damage.demux_error is not None:
             try:
                 for f in vs.codec_context.decode(None):
+                    self.account.frame(f)
                     yield f
             except av.error.FFmpegError:  # pragma: no cover
                 pass
@@ -313,29 +309,45 @@ class VideoReader:
         finally:
             self._stop.set()
 
-    def _missing_data(self) -> Optional[str]:
+    def _missing_data(self) -> Optional[Tuple[str, int, bool]]:
         """The video data ends before the end its container declares (a cut file), judged by time: the end of
-        the last packet read against the stream's own declared end. Frame counts are not used (VFR, edit lists and
-        empty repeat frames make estimates wrong); no declared end (MPEG-TS, raw streams) means no judgement."""
-        end, seen = self._declared_end, self._seen_end
+        the last packet read against the stream's own declared end. Returns (why, frames missing, exact) or None.
+        Frame counts are not used (VFR, edit lists and empty repeat frames make estimates wrong); no declared end
+        (MPEG-TS, raw streams) means no judgement here."""
+        acct = self.account
+        end, seen = self._declared_end, acct.last_end
         if end is None or seen is None or end <= 0:
             return None
-        period = 1 / Fraction(self.info.fps) if self.info.fps else Fraction(1, 25)
-        # Matroska / MP4 declare the exact end of the last frame: one frame of slack. AVI counts frame slots, and
-        # trailing empty 'repeat' frames hold no data: two frames of slack there
-        fmt = self._format_name
-        tol = (2 * period + Fraction(1, 50)) if "avi" in fmt else (period + Fraction(1, 1000))
-        if seen < end - tol:
-            return f"its video data ends at {float(seen):.3f} s of the {float(end):.3f} s its header declares"
-        return None
+        period = acct.period()
+        # Matroska / MP4 declare the exact end of the last frame: when the last packet carries its own duration,
+        # a gap of half the shortest frame is a lost frame; when its duration was estimated from the frame rate,
+        # one frame of slack (VFR). AVI counts frame slots, and trailing empty 'repeat' frames hold no data: two
+        # frames of slack there
+        if "avi" in self._format_name:
+            tol = 2 * period + Fraction(1, 50)
+        elif acct.last_end_exact:
+            tol = period / 2
+        else:
+            tol = period + Fraction(1, 1000)
+        if seen >= end - tol:
+            return None
+        gap = (end - seen) / period
+        n = max(1, int(round(gap)))
+        exact = acct.last_end_exact and acct.cfr and abs(gap - n) < Fraction(1, 20)
+        return (f"its video data ends at {float(seen):.3f} s of the {float(end):.3f} s its header declares: "
+                f"{'' if exact else 'about '}{n} frame(s) missing after {float(seen):.3f} s"), n, exact
 
     @property
     def damaged(self) -> bool:
         return self.damage_report() is not None
 
-    def damage_report(self) -> Optional[str]:
+    def damage_report(self, written: Optional[int] = None) -> Optional[str]:
         """One line about lost input, or None. Judged from what was lost only: decoder errors, frames decoded with
-        concealed errors, a demuxer error, video data that ends before the end the container declares."""
+        concealed errors, a demuxer error, and the frame accounting (:mod:`~vsr_engine.io.accounting`): packets
+        that gave no picture (named by position and time), frames an MP4/MOV index lists that are not in the file,
+        video data that ends before the end the container declares, an MPEG-TS file cut inside a packet; and,
+        given ``written`` (the frames the run delivered, counting any it resumed from), decoded frames that were
+        not written."""
         parts = []
         if self.damage.demux_error:
             parts.append(f"the file ends early ({self.damage.demux_error})")
@@ -346,15 +358,40 @@ class VideoReader:
         if self.damage.corrupt_frames:
             parts.append(f"{self.damage.corrupt_frames} frame(s) decoded with errors (concealed by the decoder)")
         finished = self._thread is not None and not self._thread.is_alive() and not self._stopped_early
-        count = f"decoded {self.decoded} frames"
-        if finished and not self.damage.demux_error:
-            miss = self._missing_data()
-            if miss:
-                parts.append(miss)
-                if self._header_frames and self.decoded < self._header_frames:   # data is missing: say how much
-                    count = f"decoded {self.decoded} of {self._header_frames} frames"
+        acct = self.account
+        total: Optional[int] = None      # frames the input holds, when that is known
+        about = False
+        if finished:
+            n, pos = acct.swallowed()
+            if n:
+                parts.append(f"the decoder gave no picture for {n} of the {acct.expected} frame(s) read: "
+                             + acct.describe_positions(pos))
+                total = acct.expected
+            short = acct.index_shortfall()
+            if short:
+                parts.append(f"its index lists {acct.header_frames} frames and the file holds {acct.packets}: the "
+                             f"last {short} are missing (after {float(acct.last_end or 0):.3f} s)")
+                total = (total or acct.expected) + short
+            elif not self.damage.demux_error or self._declared_end is not None:
+                miss = self._missing_data()
+                if miss:
+                    why, k, exact = miss
+                    parts.append(why)
+                    total, about = (total or acct.expected) + k, not exact
+            cut = ts_cut(self.data.data if self.data is not None else self.path, self._format_name)
+            if cut:
+                after = f" after {float(acct.last_end):.3f} s" if acct.last_end is not None else ""
+                parts.append(f"{cut}; frames{after} may be missing, and how many cannot be known (MPEG-TS "
+                             "declares no length)")
+            if written is not None and written < self.decoded:
+                parts.append(f"{self.decoded - written} decoded frame(s) were not written (wrote {written} of "
+                             f"{self.decoded})")
         if not parts:
             return None
+        if total is not None and total > self.decoded:
+            count = f"decoded {self.decoded} of {'about ' if about else ''}{total} frames"
+        else:
+            count = f"decoded {self.decoded} frames"
         return f"input is damaged or truncated: {count}; " + "; ".join(parts)
 
     def close(self):
@@ -498,7 +535,9 @@ class FolderSource:
             self.decoded = i + 1
             yield self._read(self.files[i], i), FrameInfo(index=i, pts=i, duration=1, time_base=tb)
 
-    def damage_report(self):
+    def damage_report(self, written: Optional[int] = None):
+        if written is not None and written < self.decoded:
+            return f"{self.decoded - written} frame(s) read were not written (wrote {written} of {self.decoded})"
         return None
 
     def close(self):
@@ -535,7 +574,9 @@ class IterableSource:
                 fi = FrameInfo(index=i, pts=i if tb else None, duration=1 if tb else None, time_base=tb)
             yield as_rgb_u8(fr, i), fi
 
-    def damage_report(self):
+    def damage_report(self, written: Optional[int] = None):
+        if written is not None and written < self.decoded:
+            return f"{self.decoded - written} frame(s) read were not written (wrote {written} of {self.decoded})"
         return None
 
     def close(self):

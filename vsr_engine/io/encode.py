@@ -226,6 +226,8 @@ class VideoFileSink(_Sink):
         self._size: Optional[Tuple[int, int]] = None
         self._last_pts: Optional[int] = None
         self._frames_written = 0
+        self.copy_counts: Dict[int, dict] = {}   # source stream index -> audio/subtitle packets read/written/dropped
+        self.loss_warning: Optional[str] = None  # frames the encoder swallowed (see _count_encoded)
         _prepare_partial(self, inputs)
 
     def resume_point(self):
@@ -325,6 +327,7 @@ class VideoFileSink(_Sink):
         self._seg_frames = 0
         self._seg_packets: List[List[Optional[int]]] = []   # [pts, dts] of every packet, in mux order
         self._seg_durations: Dict[int, int] = {}            # frame pts -> duration (time base units)
+        self._seg_index: Dict[int, int] = {}                # frame pts -> frame index (to name a lost frame)
 
     def write(self, rgb: np.ndarray, finfo: FrameInfo):
         if self._size is None:
@@ -354,6 +357,7 @@ class VideoFileSink(_Sink):
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # the encoder needs strictly increasing pts
         self._last_pts = pts
+        self._seg_index[pts] = finfo.index
         f.pts = pts
         f.time_base = tb
         dur = finfo.duration
@@ -372,6 +376,19 @@ class VideoFileSink(_Sink):
         self._seg_frames += 1
         self._frames_written += 1
 
+    def _count_encoded(self):
+        """Frames handed to the encoder against the packets it gave for this segment: a frame the encoder
+        swallowed is counted and named (``loss_warning``; the run ends incomplete), never passed silently."""
+        got = {pt for pt, _ in self._seg_packets if pt is not None}
+        lost = sorted(i for pt, i in self._seg_index.items() if pt not in got)
+        n = self._seg_frames - len(self._seg_packets)
+        if n <= 0 and not lost:
+            return
+        self._lost_encoded = getattr(self, "_lost_encoded", []) + (lost or [None] * n)
+        named = [i for i in self._lost_encoded if i is not None][:5]
+        self.loss_warning = (f"the encoder gave no packet for {len(self._lost_encoded)} frame(s)"
+                             + (f": frame #{', #'.join(map(str, named))}" if named else ""))
+
     def _mux(self, c, p):
         self._seg_packets.append([p.pts, p.dts])
         c.mux(p)
@@ -383,6 +400,7 @@ class VideoFileSink(_Sink):
             for p in s.encode(None):
                 self._mux(c, p)
             c.close()
+            self._count_encoded()
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             # exact timing of every packet, whatever the segment container rounds (edit lists, ms clocks)
@@ -516,6 +534,8 @@ class VideoFileSink(_Sink):
                 return
             m = {s.index: o for s, o in pairs}
             span = self.copy_span
+            for s, _ in pairs:
+                self.copy_counts[s.index] = {"read": 0, "written": 0, "dropped": 0}
             try:
                 for p in src.demux([s for s, _ in pairs]):
                     if p.dts is None and p.pts is None:
@@ -523,6 +543,7 @@ class VideoFileSink(_Sink):
                     o = m.get(p.stream.index)
                     if o is None:
                         continue
+                    self.copy_counts[p.stream.index]["read"] += 1
                     if span is not None and p.time_base:
                         t = p.pts if p.pts is not None else p.dts
                         t0 = float(t * p.time_base)
@@ -551,12 +572,15 @@ class VideoFileSink(_Sink):
                 out.mux(obj)
             else:
                 p, o = obj
-                p.stream = o
+                cnt = self.copy_counts[p.stream.index]
                 try:
+                    p.stream = o
                     out.mux(p)
+                    cnt["written"] += 1
                 except av.error.FFmpegError as e:
                     # a damaged input's audio/subtitle packet the muxer refuses (bad timestamps): dropped, counted
                     dropped += 1
+                    cnt["dropped"] += 1
                     self.copy_warning = (f"copying audio/subtitles: {dropped} damaged packet(s) of the input "
                                          f"dropped ({_ffmpeg_msg(e)})")
             seq += 1
