@@ -143,6 +143,67 @@ def test_failing_segment_stops_job_then_resume(cluster, clips, tmp_path):
     check_output(out, clips["long"], 72)
 
 
+def _bounded(inputs, out_dir, opts, limit=180.0):
+    """run_batch in a thread, bounded: past ``limit`` seconds (the hang was not detected) every worker process it
+    dispatched to is killed until the job ends, and the test fails instead of hanging."""
+    import time
+    pids, res = set(), {}
+    opts.on_dispatch = lambda info, job, seg, attempt: pids.add(info["pid"])
+
+    def go():
+        try:
+            res["v"] = run_batch(inputs, out_dir, opts)
+        except BaseException as e:  # re-raised below
+            res["e"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(limit)
+    if t.is_alive():
+        end = time.time() + 120
+        while t.is_alive() and time.time() < end:
+            for pid in list(pids):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            t.join(2)
+        pytest.fail(f"run_batch still running after {limit:.0f} s: the hung worker was not detected")
+    if "e" in res:
+        raise res["e"]
+    return res["v"]
+
+
+def test_hung_worker_is_killed_and_its_segment_retried(cluster, clips, tmp_path):
+    """A worker that sleeps forever in the middle of segment 1 (alive, no progress): after segment_timeout
+    seconds without progress its actor is killed (cancelling the task), a new one is started, and the segment
+    runs again; every frame exactly once, at the source's PTS, with the source's audio."""
+    s = _bounded([clips["long"]], str(tmp_path), _opts(faults={"hang": {1: 1}}, segment_timeout=8))
+    hung = [f for f in s["failures"] if f["kind"] == "hung"]
+    assert [(f["segment"], f["attempt"]) for f in hung] == [(1, 1)], s["failures"]
+    assert "no progress for" in hung[0]["message"] and s["workers_replaced"] >= 1
+    check_output(str(tmp_path / "long.mp4"), clips["long"], 72)
+
+
+def test_segment_hanging_on_every_try_fails_the_job(cluster, clips, tmp_path):
+    out = str(tmp_path / "long.mp4")
+    with pytest.raises(JobError, match=r"segment 2 \(frames \[24, 36\)\) of .*long.mp4 hung on every one of its 2 "
+                                       r"attempts \(no progress for 6 s; --segment-timeout"):
+        _bounded([clips["long"]], str(tmp_path), _opts(retries=1, faults={"hang": {2: 99}}, segment_timeout=6))
+    assert not os.path.exists(out)
+
+
+def test_stall_limit_default_comes_from_the_measured_time_per_frame():
+    from vsr_engine.distributed.job import _stall_limit
+    from vsr_engine.distributed.plan import Segment
+    seg = Segment(id=1, start=12, end=24, ctx_start=4, ctx_end=32)
+    opts = BatchOptions(spec={"window": 32, "overlap": 8})
+    assert _stall_limit(opts, None, seg) == 600.0                            # nothing timed yet
+    assert _stall_limit(opts, 0.5, seg) == 10 * 0.5 * (8 + 32 + 8)          # 240 s
+    assert _stall_limit(opts, 0.01, seg) == 60.0                            # at least a minute
+    assert _stall_limit(BatchOptions(segment_timeout=5), 0.5, seg) == 5.0
+
+
 def test_driver_stopped_then_resume(cluster, clips, tmp_path):
     stored = []
 

@@ -10,6 +10,16 @@ import sys
 __all__ = ["register", "cmd_batch"]
 
 
+def _positive(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {v!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {v})")
+    return x
+
+
 def _ray_or_error():
     try:
         import ray  # noqa: F401
@@ -45,7 +55,7 @@ def cmd_batch(args) -> int:
     opts = BatchOptions(spec=spec, enc=enc, segments=args.segments, segment_frames=args.segment_frames,
                         context=args.context, workers=args.workers, retries=args.retries, address=args.address,
                         num_gpus=args.gpus_per_worker, num_cpus=args.cpus_per_worker, resume=args.resume,
-                        force=args.force, ext=ext, quiet=args.quiet)
+                        force=args.force, ext=ext, quiet=args.quiet, segment_timeout=args.segment_timeout)
     try:
         s = run_batch(args.inputs, args.out, opts)
     except KeyboardInterrupt:
@@ -78,6 +88,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--gpus-per-worker", type=float, default=None, help="default 1 when the cluster has GPUs, else 0")
     c.add_argument("--cpus-per-worker", type=float, default=1)
     c.add_argument("--retries", type=int, default=3, help="extra attempts per segment (default 3)")
+    c.add_argument("--segment-timeout", type=_positive, default=None, metavar="S",
+                   help="seconds without progress before a worker counts as hung, is killed and its segment retried "
+                        "(default: 10 x the measured time per frame over the first window, at least 60 s; 600 s "
+                        "until a segment has been timed)")
     s = p.add_argument_group("segments")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--segments", type=int, default=None, help="split every video into N segments")

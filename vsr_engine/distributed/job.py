@@ -5,7 +5,10 @@
 Each actor (:class:`~vsr_engine.distributed.worker.SegmentWorker`) loads the model once and serves segments;
 it asks for one GPU when the cluster has GPUs. A segment whose worker process dies, whose node is lost, or which
 raises, goes back to the queue (a lost actor is replaced) until it has failed ``retries + 1`` times; then the job
-stops with one message naming it, and the finished segments stay on disk for ``--resume``. Segment bytes come
+stops with one message naming it, and the finished segments stay on disk for ``--resume``. A worker that hangs
+(alive, but its frame counter has not moved for ``segment_timeout`` seconds; default from the measured time per
+frame, see :func:`_stall_limit`) is killed, which cancels its task, and replaced; its segment is retried like a
+failed one, and the result of the hung task can never be stored (exactly-once frames). Segment bytes come
 back through Ray's object store, so the nodes need no shared file system; the driver writes them.
 """
 from __future__ import annotations
@@ -65,6 +68,9 @@ class BatchOptions:
     ext: str = ".mp4"
     quiet: bool = False
     start_timeout: float = 600.0            # seconds without any live worker before giving up
+    segment_timeout: Optional[float] = None  # seconds without progress before a segment counts as hung (None:
+    #                                          from the measured time per frame, see _stall_limit)
+    heartbeat: float = 1.0                  # seconds between progress polls of a busy worker
     keep_workers: bool = False              # leave the actors running for the next job (shutdown_workers())
     faults: Optional[dict] = None           # tests: see SegmentWorker
     on_dispatch: Optional[Callable] = None  # tests: called (worker_info, job, segment, attempt) on each dispatch
@@ -255,6 +261,24 @@ def run_batch(inputs: List[str], out_dir: str, opts: Optional[BatchOptions] = No
     return summary
 
 
+# before any segment has been timed: this long without progress is a hang (model warm-up, a first window of 4K)
+_FIRST_STALL_S = 600.0
+_MIN_STALL_S = 60.0
+
+
+def _stall_limit(opts: BatchOptions, per_frame: Optional[float], seg) -> float:
+    """Seconds without progress after which a segment counts as hung: ``segment_timeout`` when given, else ten
+    times the measured time per frame over the longest stretch without a tick (the first window: the context
+    plus a window plus its overlap are decoded before the first output), at least a minute; before any segment
+    has been timed, ten minutes."""
+    if opts.segment_timeout is not None:
+        return float(opts.segment_timeout)
+    if not per_frame:
+        return _FIRST_STALL_S
+    span = (seg.start - seg.ctx_start) + int(opts.spec.get("window", 32)) + int(opts.spec.get("overlap", 8))
+    return max(_MIN_STALL_S, 10.0 * per_frame * span)
+
+
 def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) -> None:
     import ray
     from .worker import SegmentWorker
@@ -273,12 +297,15 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
     res = ray.cluster_resources()
     gpus = opts.num_gpus if opts.num_gpus is not None else (1 if res.get("GPU", 0) >= 1 else 0)
     k = opts.workers or (int(res.get("GPU", 0)) if gpus else 1) or 1
-    actor_cls = ray.remote(num_gpus=gpus, num_cpus=opts.num_cpus, max_restarts=0)(SegmentWorker)
+    # two calls at once: run() and the progress() heartbeat
+    actor_cls = ray.remote(num_gpus=gpus, num_cpus=opts.num_cpus, max_restarts=0, max_concurrency=2)(SegmentWorker)
     queue = collections.deque(todo)
     attempts: Dict[tuple, int] = {}
     idle, starting, busy = [], {}, {}      # idle: [(actor, info)]; starting: ref -> actor; busy: ref -> (...)
     start_failures: List[str] = []
     replaced = 0
+    beat: Dict[object, list] = {}           # busy ref -> [frames seen, when they last moved, poll ref or None, polled]
+    per_frame: List[float] = []             # measured seconds per decoded frame of finished segments
 
     def start_actor():
         a = actor_cls.remote(opts.spec)
@@ -304,13 +331,44 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                         else "matroska", "attempt": attempts[key]}
                 ref = actor.run.remote(task)
                 busy[ref] = (actor, info, job, seg)
+                beat[ref] = [-1, time.perf_counter(), None, 0.0]
                 if opts.on_dispatch is not None:
                     opts.on_dispatch(info, job, seg, attempts[key])
             refs = list(starting) + list(busy)
             if not refs:
                 raise JobError("no worker is left to run the remaining segments")
-            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=min(1.0, opts.heartbeat))
             prog.show(workers=len(idle) + len(busy), failures=len(summary["failures"]))
+            hung = _check_heartbeats(busy, beat, opts, max(per_frame) if per_frame else None, ready)
+            for ref in hung:
+                actor, info, job, seg = busy.pop(ref)
+                b = beat.pop(ref)
+                key = (job.output, seg.id)
+                limit = _stall_limit(opts, max(per_frame) if per_frame else None, seg)
+                msg = f"no progress for {time.perf_counter() - b[1]:.0f} s (limit {limit:.0f} s)"
+                summary["failures"].append({"output": job.output, "segment": seg.id, "attempt": attempts[key],
+                                            "kind": "hung", "message": msg})
+                prog.note(f"segment {seg.id} [{seg.start}, {seg.end}) of {os.path.basename(job.source)}: worker "
+                          f"hung (attempt {attempts[key]}): {msg}; killed, retrying")
+                try:        # killing the actor cancels its task: the hung attempt can never deliver a result
+                    ray.cancel(ref)
+                except Exception:
+                    pass
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:
+                    pass
+                replaced += 1
+                start_actor()
+                if attempts[key] > opts.retries:
+                    n_done = sum(len(j.done) for j in jobs)
+                    raise JobError(f"segment {seg.id} (frames [{seg.start}, {seg.end})) of {job.source} hung on "
+                                   f"every one of its {attempts[key]} attempts (no progress for {limit:.0f} s; "
+                                   f"--segment-timeout sets the limit); {n_done} finished segments are kept -- "
+                                   "rerun with --resume") from None
+                queue.appendleft((job, seg))
+            if hung:
+                continue
             if not ready:
                 if busy or idle:
                     last_alive = time.perf_counter()
@@ -335,6 +393,7 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                         start_actor()
                 continue
             actor, info, job, seg = busy.pop(ref)
+            beat.pop(ref, None)
             key = (job.output, seg.id)
             try:
                 out = ray.get(ref, timeout=120)
@@ -364,6 +423,7 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                 continue
             idle.append((actor, info))
             _store(job, out)
+            per_frame.append(out["seconds"] / max(1, seg.ctx_end - seg.ctx_start))
             summary["segment_seconds"] += out["seconds"]
             prog.add(seg.frames)
             if opts.on_segment is not None:
@@ -386,6 +446,36 @@ def _run_pool(jobs, todo, opts: BatchOptions, summary: dict, prog: JobProgress) 
                 pass
         if own:
             ray.shutdown()
+
+
+def _check_heartbeats(busy: dict, beat: dict, opts: BatchOptions, per_frame: Optional[float], ready) -> list:
+    """Poll each busy worker's progress (at most one poll in flight each) and return the refs of the segments
+    whose frame counter has not moved within their stall limit. A segment whose result is ready is not hung."""
+    import ray
+    now = time.perf_counter()
+    polls = {b[2]: r for r, b in beat.items() if b[2] is not None}
+    if polls:
+        done, _ = ray.wait(list(polls), num_returns=len(polls), timeout=0)
+        for p in done:
+            b = beat.get(polls[p])
+            if b is None:
+                continue
+            b[2] = None
+            try:
+                st = ray.get(p, timeout=1)
+            except Exception:
+                continue            # the worker died: its run() reports that
+            if st.get("frames", 0) != b[0]:
+                b[0], b[1] = st.get("frames", 0), now
+    hung = []
+    for r, b in beat.items():
+        if r not in busy or r in ready:
+            continue
+        if b[2] is None and now - b[3] >= opts.heartbeat:
+            b[2], b[3] = busy[r][0].progress.remote(), now
+        if now - b[1] > _stall_limit(opts, per_frame, busy[r][3]):
+            hung.append(r)
+    return hung
 
 
 def _fmt_res(r: dict) -> str:

@@ -237,10 +237,15 @@ class SegmentWorker:
 
     A task may name another spec (a later job on a kept pool): engines are cached by spec, the last two kept.
     ``faults`` in a task (tests only): ``{"raise": {seg_id: n}}`` raises in the first ``n`` attempts of a
-    segment; ``{"sleep": s}`` sleeps ``s`` seconds per output frame (so a test can act mid-segment)."""
+    segment; ``{"sleep": s}`` sleeps ``s`` seconds per output frame (so a test can act mid-segment);
+    ``{"hang": {seg_id: n}}`` sleeps forever after the first output frame in the first ``n`` attempts.
+
+    :meth:`progress` is the heartbeat: the driver calls it (the actor serves two calls at once) while
+    :meth:`run` works, and a segment whose frame counter stops moving for too long is declared hung."""
 
     def __init__(self, spec: Optional[dict] = None):
         self._engines: "dict" = {}
+        self._progress = {"segment": None, "attempt": 0, "frames": 0, "t": time.time()}
         if spec is not None:
             self._engine(spec)
 
@@ -252,6 +257,17 @@ class SegmentWorker:
                 self._engines.pop(next(iter(self._engines)))
             self._engines[key] = build_engine(dict(spec))
         return self._engines[key]
+
+    def progress(self) -> dict:
+        """Heartbeat: the segment being run, frames decoded + encoded so far, and when the count last moved."""
+        return dict(self._progress, now=time.time())
+
+    def _tick(self, it):
+        p = self._progress
+        for x in it:
+            p["frames"] += 1
+            p["t"] = time.time()
+            yield x
 
     def ready(self) -> dict:
         import socket
@@ -268,13 +284,18 @@ class SegmentWorker:
         if task.get("attempt", 1) <= n_raise:
             raise SegmentError(f"injected fault in segment {seg.id} (attempt {task.get('attempt', 1)})")
         sleep = float(faults.get("sleep", 0))
+        hang = task.get("attempt", 1) <= (faults.get("hang") or {}).get(seg.id, 0)
+        self._progress = {"segment": seg.id, "attempt": task.get("attempt", 1), "frames": 0, "t": time.time()}
         engine = self._engine(task["spec"])
         src = task["src"]
-        frames = decode_range(task["path"], idx, seg.ctx_start, seg.ctx_end, src.get("matrix"),
-                              src.get("color_range"))
+        frames = self._tick(decode_range(task["path"], idx, seg.ctx_start, seg.ctx_end, src.get("matrix"),
+                                         src.get("color_range")))
         outs = upscale_range(engine, frames, seg.start - seg.ctx_start, seg.frames)
         if sleep:
             outs = _slowly(outs, sleep)
+        if hang:
+            outs = _hang_after_first(outs)
+        outs = self._tick(outs)
         pts = idx.pts[seg.start:seg.end]
         dur = idx.duration[seg.start:seg.end]
         w, h = engine.output_size(src["width"], src["height"])
@@ -295,6 +316,14 @@ class SegmentWorker:
         return {"segment": seg.id, "frames": seg.frames, "first_pts": pts[0], "last_pts": pts[-1],
                 "packets": packets, "data": data, "sha256": hashlib.sha256(data).hexdigest(),
                 "seconds": time.perf_counter() - t0, "pid": os.getpid(), "width": w, "height": h}
+
+
+def _hang_after_first(it):
+    """Tests: one frame, then sleep forever (a hung worker: alive, answering nothing, making no progress)."""
+    for x in it:
+        yield x
+        while True:
+            time.sleep(3600)
 
 
 def _slowly(it, s):
