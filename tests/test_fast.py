@@ -72,6 +72,23 @@ def test_realbasicvsr_accelerated_equals_forward():
         torch.testing.assert_close(accelerate(m, dtype=torch.float32, graphs=False)(x), m(x), rtol=1e-5, atol=1e-5)
 
 
+def test_realbasicvsr_cleaning_passes_and_engine(epilogues):
+    torch.manual_seed(1)
+    m = RealBasicVSR(num_feat=8, num_propagation_blocks=1, num_cleaning_blocks=2, dynamic_refine_thres=1.5).eval()
+    x = torch.rand(1, 4, 3, 11, 9, generator=torch.Generator().manual_seed(5))
+    acc = accelerate(m, dtype=torch.float32, graphs=False)
+    with torch.no_grad():
+        ref_clean, ref_passes = m.clean(x)
+        got_clean, got_passes = acc.fast.clean(x)
+        assert got_passes == ref_passes
+        torch.testing.assert_close(got_clean, ref_clean, rtol=1e-5, atol=1e-5)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (10, 14, 3), dtype=np.uint8) for _ in range(7)]
+    a = Engine(m, device="cpu", dtype="fp32", window=3, overlap=1, fast=False).upscale_frames(frames)
+    b = Engine(m, device="cpu", dtype="fp32", window=3, overlap=1, fast=True).upscale_frames(frames)
+    assert max(np.abs(p.astype(int) - q.astype(int)).max() for p, q in zip(a, b)) <= 1
+
+
 def test_unsupported_models_say_so():
     assert supported(_model())
     d = DSCVSR()

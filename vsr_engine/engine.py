@@ -114,7 +114,8 @@ def _fast_default(device: torch.device, dtype: torch.dtype, auto: bool) -> bool:
     return auto or dtype == torch.bfloat16
 
 
-def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bool], auto: bool = False):
+def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bool], auto: bool = False,
+               cleaner=None):
     """The FastBasicVSR serving ``core`` in this Engine, or None (see Engine's ``fast``)."""
     from . import fast as _fast
     if fast is False or not _fast.supported(core):
@@ -123,7 +124,7 @@ def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bo
         return None
     if fast is None and not _fast_default(device, dtype, auto):
         return None
-    return _fast.FastBasicVSR(core, dtype)
+    return _fast.FastBasicVSR(core, dtype, cleaner=cleaner)
 
 
 class Engine:
@@ -189,7 +190,7 @@ class Engine:
                                 "black box")
         self.fast = None  # vsr_engine.fast.FastBasicVSR when the fast step serves this model (see ``fast``)
         if core is not None and mode != "blackbox":
-            self.fast = _fast_step(core, self.device, self.dtype, fast, self._auto_dtype)
+            self.fast = _fast_step(core, self.device, self.dtype, fast, self._auto_dtype, cleaner)
             self._proc = SplitBidirectional(core, cleaner, fast=self.fast)
             self.mode = "split"
         else:

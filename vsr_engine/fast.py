@@ -215,6 +215,27 @@ class _Trunk:
                         b.conv2.bias.detach().to(dtype)) for b in trunk.main[2]]
 
 
+class _Cleaner:
+    """RealBasicVSR's image-cleaning module (``ConvResidualBlocks(3, F, n)`` + conv F -> 3), ready for the fast
+    step: the 3-channel input zero-padded to 8 channels (tensor-core / oneDNN friendly), channels-last."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype, out_dtype: torch.dtype):
+        blocks, last = module[0], module[1]
+        first = blocks.main[0]
+        self.nin = first.weight.shape[1]
+        self.cin = 8 * math.ceil(self.nin / 8)
+        w = first.weight.detach().to(dtype)
+        wp = w.new_zeros(w.shape[0], self.cin, 3, 3)
+        wp[:, :self.nin] = w
+        self.w_in = wp.contiguous(memory_format=CL)
+        self.b_in = first.bias.detach().to(dtype)
+        self.blocks = [(b.conv1.weight.detach().to(dtype).contiguous(memory_format=CL),
+                        b.conv1.bias.detach().to(dtype),
+                        b.conv2.weight.detach().to(dtype).contiguous(memory_format=CL),
+                        b.conv2.bias.detach().to(dtype)) for b in blocks.main[2]]
+        self.last = _w(last, out_dtype)
+
+
 def _w(conv_mod: nn.Conv2d, dtype, out_pad: int = 0):
     w = conv_mod.weight.detach().to(dtype)
     b = conv_mod.bias.detach().to(dtype) if conv_mod.bias is not None else None
@@ -237,7 +258,7 @@ class FastBasicVSR:
     """
 
     def __init__(self, core, dtype: torch.dtype = torch.float16, flow_dtype: Optional[torch.dtype] = None,
-                 graphs: Optional[bool] = None, fp32_islands: Optional[Sequence[str]] = None):
+                 graphs: Optional[bool] = None, fp32_islands: Optional[Sequence[str]] = None, cleaner=None):
         if not supported(core):
             raise TypeError(f"FastBasicVSR: {type(core).__name__} is not a BasicVSR-style model")
         from .models.basicvsr import BasicVSR
@@ -275,11 +296,18 @@ class FastBasicVSR:
         self._first_b = GraphCache(lambda lq: self._trunk_step(self.trunk_b, lq, None, None), g)
         self._first_f = GraphCache(lambda lq: self._trunk_step(self.trunk_f, lq, None, None), g)
         self._up = GraphCache(self._upsample, g, max_entries=2)
+        # RealBasicVSR's cleaning loop (the module's ``clean`` semantics; the image itself stays fp32)
+        self.cleaner = cleaner
+        self.clean_w = None
+        if cleaner is not None and hasattr(cleaner, "image_cleaning"):
+            self.clean_w = _Cleaner(cleaner.image_cleaning, dtype, torch.float32 if "output" in self.islands
+                                    else dtype)
+        self._residue = GraphCache(self._clean_residue, g, max_entries=4)
         self._spynet = GraphCache(self._flows, g, max_entries=6)
 
     def graph_stats(self) -> dict:
         caches = {"step_b": self._step_b, "step_f": self._step_f, "first_b": self._first_b,
-                  "first_f": self._first_f, "upsample": self._up, "spynet": self._spynet}
+                  "first_f": self._first_f, "upsample": self._up, "spynet": self._spynet, "clean": self._residue}
         return {k: {"captures": c.captures, "replays": c.replays, "failed": c.failed} for k, c in caches.items()}
 
     # -- propagation ---------------------------------------------------------------------------------------
@@ -349,6 +377,38 @@ class FastBasicVSR:
             dt = self.dtype
             return self.core.upsample(lq.to(dt), feat_b.to(dt), feat_f.to(dt))
         return self._up(lq.to(self.dtype), _cl(feat_b), _cl(feat_f)).clone()
+
+    # -- cleaning (RealBasicVSR) -----------------------------------------------------------------------------
+    def _clean_residue(self, x: torch.Tensor) -> torch.Tensor:
+        cw = self.clean_w
+        b, _, h, w = x.shape
+        buf = torch.empty(b, cw.cin, h, w, device=x.device, dtype=self.dtype, memory_format=CL)
+        buf[:, :cw.nin].copy_(x)
+        if cw.cin > cw.nin:
+            buf[:, cw.nin:].zero_()
+        y = conv_act(buf, cw.w_in, cw.b_in, "lrelu", 1)
+        for w1, b1, w2, b2 in cw.blocks:
+            y = conv_residual(conv_act(y, w1, b1, "relu", 1), w2, b2, y)
+        wl, bl = cw.last
+        return F.conv2d(y.to(wl.dtype), wl, bl, 1, 1)
+
+    def clean(self, lqs: torch.Tensor):
+        """``RealBasicVSR.clean``: up to 3 passes of x <- x + C(x), stopping when mean|C(x)| over the window is
+        under the threshold; returns (cleaned frames in fp32, passes). Falls back to the module's own ``clean``
+        for cleaners this step does not know."""
+        if self.clean_w is None:
+            return self.cleaner.clean(lqs)
+        from .models.realbasicvsr import MAX_CLEANING_PASSES
+        n, t, c, h, w = lqs.shape
+        x = lqs.reshape(n * t, c, h, w).float()
+        thres = self.cleaner.dynamic_refine_thres / 255.0
+        passes = 0
+        for passes in range(1, MAX_CLEANING_PASSES + 1):
+            r = self._residue(x.to(self.dtype)).float()
+            x = x + r
+            if passes == MAX_CLEANING_PASSES or bool(r.abs().mean() < thres):
+                break
+        return x.view(n, t, c, h, w), passes
 
     # -- alignment -----------------------------------------------------------------------------------------
     def _spy_level(self, k: int, r, s, flow_up):
@@ -430,13 +490,13 @@ class Accelerated(nn.Module):
             raise TypeError(f"accelerate: {type(model).__name__} has no fast step (BasicVSR-style models only)")
         self.model = model
         self.cleaner = cleaner
-        self.fast = FastBasicVSR(core, dtype, flow_dtype, graphs)
+        self.fast = FastBasicVSR(core, dtype, flow_dtype, graphs, cleaner=cleaner)
         self.scale = getattr(model, "scale", 4)
 
     @torch.no_grad()
     def forward(self, lqs: torch.Tensor) -> torch.Tensor:
         if self.cleaner is not None:
-            lqs, _ = self.cleaner.clean(lqs.to(next(self.cleaner.parameters()).dtype))
+            lqs, self.model.last_cleaning_passes = self.fast.clean(lqs)
         return self.fast.forward(lqs)
 
 

@@ -85,7 +85,7 @@ class SplitBidirectional:
         core = self.core
         L = x.shape[1]
         if self.cleaner is not None:
-            x, _ = self.cleaner.clean(x)
+            x, _ = (self.fast.clean if self.fast is not None else self.cleaner.clean)(x)
         # backward flows of pairs (i, i+1), i in [s, s+L-1): reuse those computed as lookahead last time
         need = [i for i in range(s, s + L - 1) if i not in self.flow_cache]
         if need:
