@@ -13,9 +13,12 @@ written when it finishes (CSV/JSON through a temporary file and a rename, so not
   ops        per-op forward and forward+backward, eager vs triton vs cuda vs cupy at the real shapes (64 channels at
              180x320 and 540x960, the pixel-shuffle tail at 2x and 4x), fp16 and bf16 -> ops.csv (GB/s against
              the measured copy bandwidth, TFLOP/s against the measured matmul peak);
-  models     BasicVSR and RealBasicVSR x4 at 180x320 and 540x960, a window of --frames (>= 30) frames: eager fp32,
-             torch.compile fp16 (one bounded compile per shape), vsr_engine fp16 / bf16 -> models.csv, plus the
-             fp16/bf16 fidelity against the fp32 output (PSNR, max |diff|) -> fidelity.csv;
+  models     BasicVSR and RealBasicVSR x4 at 180x320 and 540x960, a window of --frames (>= 30) frames, median of 3
+             timed windows after a warm-up window: eager fp32 (the reference, 1 window), torch.compile fp16 (one
+             bounded compile per shape), the fast step (vsr_engine.fast, what the Engine runs: fp16, fp16 with fp32
+             SPyNet, bf16), the module's own forward with the ops' kernels at 540x960 -> models.csv (with the first
+             window's time and the CUDA-graph status), plus the fidelity against the fp32 output on uniform-random
+             and (with --lr-npz) real frames -> fidelity.csv; the fast step's channels-last kernels -> fastops.csv;
   engine     the streaming Engine on in-memory frames end to end (fps after one warm-up run; the first run's time
              too) and its peak memory for 100 vs 1000 small frames -> engine.json;
   coldstart  the Engine as a user starts it: bench/engine_start.py in a fresh process (BasicVSR fp16, 150 in-memory
