@@ -35,7 +35,7 @@ if TRITON_OK:
     @triton.jit
     def _kernel(x_ptr, f_ptr, o_ptr, P, H, W, C, sx, so, sfn, sfc, sfh, sfw,
                 BORDER: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         c = tl.arange(0, BLOCK_C)
         pm = p < P
         cm = c < C
@@ -55,8 +55,8 @@ if TRITON_OK:
         y0f = tl.floor(py)
         ax = px - x0f
         ay = py - y0f
-        x0 = x0f.to(tl.int64)
-        y0 = y0f.to(tl.int64)
+        x0 = x0f.to(tl.int32)
+        y0 = y0f.to(tl.int32)
         base = n * H * W
         acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
         for k in tl.static_range(4):
@@ -85,11 +85,15 @@ def warp_nhwc(feat: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros
         raise ValueError(f"warp_nhwc: padding_mode {padding_mode!r} (zeros or border)")
     if out is None:
         out = torch.empty_like(feat, memory_format=torch.channels_last)
-    if not (TRITON_OK and (feat.is_cuda or INTERPRET)):
+    sx = pixel_stride(feat) if TRITON_OK else 0
+    so = pixel_stride(out) if TRITON_OK else 0
+    P = n * h * w
+    # 32-bit offsets: triton 3.6 fails to compile the 64-bit gather when the pixel strides are multiples of 16
+    # (seen on the H200, reproduced with triton 3.6's compiler here); larger tensors take the reference
+    small = P * max(sx, so, c) < 2 ** 31
+    if not (TRITON_OK and (feat.is_cuda or INTERPRET) and small):
         out.copy_(warp_nhwc_ref(feat, flow, padding_mode))
         return out
-    sx, so = pixel_stride(feat), pixel_stride(out)
-    P = n * h * w
     if P == 0 or c == 0:
         return out
     bc = next_pow2(c)
