@@ -274,20 +274,25 @@ def train(args) -> str:
 
     student.train()
     student.record_features = args.distill > 0
+    amp = _precision(args, device, student, teacher)
     t0, recent = time.time(), []
     stop = min(args.steps, args.stop_at) if args.stop_at else args.steps
     while step < stop:
         r = sampler.rng.choice(SCALES)
         lr, hr = sampler.sample(r, args.batch)
         lr, hr = lr.to(device), hr.to(device)
-        out = student(lr, r)
+        with amp():  # the CPU plan: bf16 autocast (fp32 master weights); the losses below in fp32
+            out = student(lr, r)
+            if args.distill > 0:
+                t_feats, t_blocks, t_out = distiller.teacher_features(lr, with_output=(r == 4.0))
+                dl = distiller.loss(student, t_feats, t_blocks).float()
+        out = out.float()
         oh, ow = out.shape[-2:]
         loss = charbonnier(out, hr[..., :oh, :ow])
         if args.distill > 0:
-            t_feats, t_blocks, t_out = distiller.teacher_features(lr, with_output=(r == 4.0))
-            loss = loss + args.distill * distiller.loss(student, t_feats, t_blocks)
+            loss = loss + args.distill * dl
             if t_out is not None:
-                loss = loss + charbonnier(out, t_out)
+                loss = loss + charbonnier(out, t_out.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -334,6 +339,22 @@ def export_weights(student, cfg: dict, path: str, args=None) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _precision(args, device: torch.device, *models):
+    """The training precision: ``--precision auto`` on a CPU is the CPU plan (``vsr_engine.cpu_plan``): bf16
+    autocast where the CPU has bf16 hardware, with fp32 master weights, optimizer state and losses, and the models'
+    weights in channels-last; ``fp32`` (and any CUDA device) trains as before. Returns the autocast context."""
+    import contextlib
+    mode = getattr(args, "precision", "fp32")
+    if mode == "auto" and device.type == "cpu":
+        from .cpu_plan import plan
+        if plan()["dtype"] == torch.bfloat16:
+            for m in models:
+                m.to(memory_format=torch.channels_last)
+            print("precision: " + str(plan()["why"]), file=sys.stderr)
+            return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.abspath(os.path.join(here, "..", "..", "shared", "data"))
@@ -353,6 +374,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                    help="auto: on a CPU with bf16 hardware, bf16 autocast + channels-last (fp32 master weights and "
+                    "losses); fp32: plain fp32 (the default before the CPU plan)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)
