@@ -209,10 +209,14 @@ class _Trunk:
         self.n_lq = n_lq
         self.w_in = wp.contiguous(memory_format=CL)
         self.b_in = first.bias.detach().to(dtype)
-        self.blocks = [(b.conv1.weight.detach().to(dtype).contiguous(memory_format=CL),
-                        b.conv1.bias.detach().to(dtype),
-                        b.conv2.weight.detach().to(dtype).contiguous(memory_format=CL),
-                        b.conv2.bias.detach().to(dtype)) for b in trunk.main[2]]
+        self.blocks = _residual_blocks(trunk.main[2], dtype)
+
+
+def _residual_blocks(blocks: nn.Module, dtype: torch.dtype):
+    """(conv1 weight, conv1 bias, conv2 weight, conv2 bias) of each ``ResidualBlockNoBN``, cast, channels-last."""
+    return [(b.conv1.weight.detach().to(dtype).contiguous(memory_format=CL), b.conv1.bias.detach().to(dtype),
+             b.conv2.weight.detach().to(dtype).contiguous(memory_format=CL), b.conv2.bias.detach().to(dtype))
+            for b in blocks]
 
 
 class _Cleaner:
@@ -229,10 +233,7 @@ class _Cleaner:
         wp[:, :self.nin] = w
         self.w_in = wp.contiguous(memory_format=CL)
         self.b_in = first.bias.detach().to(dtype)
-        self.blocks = [(b.conv1.weight.detach().to(dtype).contiguous(memory_format=CL),
-                        b.conv1.bias.detach().to(dtype),
-                        b.conv2.weight.detach().to(dtype).contiguous(memory_format=CL),
-                        b.conv2.bias.detach().to(dtype)) for b in blocks.main[2]]
+        self.blocks = _residual_blocks(blocks.main[2], dtype)
         self.last = _w(last, out_dtype)
 
 
