@@ -50,17 +50,25 @@ def test_video_frames_are_staged_as_yuv(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_low_precision_window_step(dtype):
-    """fp16/bf16 run end to end on CPU; SPyNet stays fp32 (flows and warp coordinates in fp32); outputs are close
-    to fp32 (a random tiny model, so only a loose bound: the real-weights figures are bench/bench_fidelity.py's)."""
+    """fp16/bf16 run end to end on CPU, on the module path (SPyNet stays fp32: flows and warp coordinates in fp32)
+    and on the fast step (bf16 on a CPU takes it by default; SPyNet in the 16-bit dtype there, measured as faithful:
+    bench/results/fast_fidelity_cpu.json); outputs are close to fp32 (a random tiny model, so only a loose bound:
+    the real-weights figures are bench/bench_fidelity.py's and bench/eval_fast_fidelity.py's)."""
     fr = frames(6)
     ref = list(Engine(tiny(), window=3, overlap=2).run(fr))
-    eng = Engine(tiny(), window=3, overlap=2, dtype=dtype)
-    assert next(eng.model.spynet.parameters()).dtype == torch.float32
-    assert next(eng.model.forward_trunk.parameters()).dtype == resolve_dtype(dtype)
-    out = list(eng.run(fr))
-    assert len(out) == 6 and all(o.dtype == np.uint8 and o.shape == (48, 64, 3) for o in out)
-    diff = max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(out, ref))
-    assert diff <= 24, diff
+    plain = Engine(tiny(), window=3, overlap=2, dtype=dtype, fast=False)
+    assert next(plain.model.spynet.parameters()).dtype == torch.float32
+    assert next(plain.model.forward_trunk.parameters()).dtype == resolve_dtype(dtype)
+    engines = [plain]
+    if dtype == "bf16":
+        fast = Engine(tiny(), window=3, overlap=2, dtype=dtype)
+        assert fast.fast is not None and fast.fast.flow_dtype == torch.bfloat16
+        engines.append(fast)
+    for eng in engines:
+        out = list(eng.run(fr))
+        assert len(out) == 6 and all(o.dtype == np.uint8 and o.shape == (48, 64, 3) for o in out)
+        diff = max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(out, ref))
+        assert diff <= 24, diff
 
 
 def test_default_dtype_by_device():
