@@ -3,8 +3,10 @@
     python3 scripts/aot_kernels.py [--out bench/results/kernels_sm90.csv] [--arch 90 --arch 80] [--no-triton] ...
 
 Three sources, one CSV row per (kernel, dtype / instantiation, configuration, arch):
-  triton -- scripts/aot_triton.py: every launch the ops make at real shapes, compiled by triton.compile for the
-            target; registers / spills / stack from the wheel's ptxas -v, shared memory from the metadata;
+  triton -- scripts/aot_triton.py: every launch the ops make at real shapes and at every configuration their
+            launch-configuration functions can return (a sweep over channel / pixel counts), compiled by
+            triton.compile for the target in a fresh cache with tl.dot held to triton 3.6's K >= 16; registers /
+            spills / stack from the wheel's ptxas -v, shared memory from the metadata;
   nvrtc  -- every csrc/*.cu kernel instantiation the cupy backend launches (vsr_engine/ops/_cupy.py KERNELS),
             compiled with NVRTC (no driver needed) with --ptxas-options=-v;
   nvcc   -- csrc/*.cu with nvcc -Xptxas -v (host launchers included), when nvcc exists.

@@ -23,6 +23,22 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def strict_dot_in_interpreter():
+    """Under TRITON_INTERPRET=1, tl.dot checks triton 3.6's block-shape rule (K >= 16; the interpreter itself checks
+    nothing): a launcher that picks a tile only a newer triton compiles fails here, not first on a GPU."""
+    from vsr_engine.ops import _backend, _util
+    if not (_backend.INTERPRET and _backend.TRITON_OK):
+        yield
+        return
+    from triton.runtime import interpreter
+    fns = interpreter.interpreter_builder.codegen_fns
+    old = fns["min_dot_size"]
+    fns["min_dot_size"] = _util.strict_min_dot_size()
+    yield
+    fns["min_dot_size"] = old
+
+
 @pytest.fixture(scope="session")
 def cuda_emu_module():
     """csrc/ compiled with -DVSR_EMULATE into an extension with vsr_engine._C's API that runs on CPU tensors.

@@ -1,9 +1,11 @@
-"""Every kernel compiles ahead of time for sm_90 (no GPU needed): the triton kernels at the block configurations
-the ops launch on CUDA, the csrc/ kernels through NVRTC (the cupy backend's instantiations); no compile error, no
-shared memory over the limit, no spills in a 16-bit kernel. Also checks the committed table
-bench/results/kernels_sm90.csv (sm_90 + sm_80, + nvcc) against the same rules. scripts/aot_kernels.py runs in a
-subprocess without TRITON_INTERPRET (this suite sets it)."""
+"""Every kernel compiles ahead of time for sm_90 (no GPU needed): the triton kernels at every launch configuration
+the ops can choose (real shapes + the sweep of their launch-configuration functions, scripts/aot_triton.py), with
+tl.dot held to triton 3.6's shape rule (K >= 16; the wheel here may accept less), the csrc/ kernels through NVRTC
+(the cupy backend's instantiations); no compile error, no shared memory over the limit, no spills in a 16-bit
+kernel. Also checks the committed table bench/results/kernels_sm90.csv (sm_90 + sm_80, + nvcc) against the same
+rules. scripts/aot_kernels.py runs in a subprocess without TRITON_INTERPRET (this suite sets it)."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import aot_kernels  # noqa: E402
 
 TABLE = os.path.join(ROOT, "bench", "results", "kernels_sm90.csv")
+T36 = os.path.join(ROOT, "build", "triton36")  # triton 3.6, the H200's version, where CI installs it
 TRITON_KERNELS = {("flow_warp", "_fwd_kernel"), ("flow_warp", "_bwd_kernel"), ("dwpw_conv2d", "_fwd_kernel"),
                   ("dwpw_conv2d", "_dw_kernel"), ("dwpw_conv2d", "_dw_bwd_kernel"), ("pixel_shuffle", "_fwd_kernel"),
                   ("pixel_shuffle", "_bwd_kernel"), ("meta_upscale", "_fwd_kernel"),
@@ -61,21 +64,65 @@ def test_committed_table_is_complete_and_clean():
     assert nv == {(m, k) for m, ks in _cupy.KERNELS.items() for k in ks}
 
 
-def test_compile_now_for_sm90(tmp_path):
-    """The live check: the 16-bit triton launches (the ones that must not spill) + every NVRTC instantiation, for
-    sm_90, into a fresh table. The full table (all dtypes, sm_80, nvcc) is the committed one, checked above."""
-    out = tmp_path / "k.csv"
+def _no_interpret_env():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    return env
+
+
+def test_sweep_reaches_every_configuration_and_dot_rule_is_strict():
+    """The sweep grid gives every configuration the launch-configuration functions return (dense C, O <= 130 and
+    20000 random shapes up to 2**13 channels / 2**34 elements), and the AOT compile rejects an fp32 tl.dot with
+    K = 8 -- what dwpw_conv2d's fp32 forward launched until triton 3.6 refused it on the H200 (this wheel alone
+    may accept it)."""
+    code = ("import json, sys; sys.path.insert(0, %r); import aot_triton as a; "
+            "print('@@' + json.dumps({'gaps': a.sweep_gaps(), 'probe': a.dot_rule_probe()}))"
+            % os.path.join(ROOT, "scripts"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_no_interpret_env(),
+                         timeout=600)
+    assert res.returncode == 0 and "@@" in res.stdout, res.stdout[-2000:] + res.stderr[-4000:]
+    got = json.loads(res.stdout.split("@@", 1)[1])
+    assert got["gaps"] == []
+    assert "K >= 16" in got["probe"]["8"], got["probe"]
+    assert got["probe"]["16"] == ""
+
+
+def test_compile_now_for_sm90(tmp_path):
+    """The live check: every triton launch configuration (all dtypes) + every NVRTC instantiation, for sm_90, into
+    a fresh table. The full table (sm_80 too, nvcc) is the committed one, checked above."""
+    out = tmp_path / "k.csv"
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "aot_kernels.py"), "--arch", "90", "--no-nvcc",
-           "--triton-dtypes", "fp16,bf16", "--out", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+           "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_no_interpret_env(), timeout=1500)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     rows = _rows(out)
     got = {(r["module"], r["kernel"]) for r in rows if r["source"] == "triton" and not r["error"]}
     assert got == TRITON_KERNELS
+    # the few-channel dwpw_conv2d path (no tl.dot) and the fp32 dot path were compiled
+    dw = {r["config"] for r in rows if r["source"] == "triton" and r["kernel"] == "_fwd_kernel"
+          and r["module"] == "dwpw_conv2d" and r["dtype"] == "fp32"}
+    assert any("DOT=0" in c for c in dw) and any("DOT=1" in c for c in dw), dw
     if any(r["source"] == "nvrtc" and r["error"].startswith("SKIP") for r in rows):
         pytest.skip("NVRTC part skipped: " + next(r["error"] for r in rows if r["source"] == "nvrtc"))
     from vsr_engine.ops import _cupy
     n_ok = sum(1 for r in rows if r["source"] == "nvrtc" and not r["error"])
     assert n_ok == sum(map(len, _cupy.KERNELS.values()))
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(T36, "triton")), reason="triton 3.6 not in build/triton36")
+def test_compile_now_for_sm90_with_device_triton(tmp_path):
+    """The same launches compiled for sm_90 by triton 3.6 itself (the version of the H200 run, where dwpw_conv2d's
+    K = 8 dot failed): its own dot rule, register allocation and spills, with the launch attributes."""
+    env = _no_interpret_env()
+    env["PYTHONPATH"] = T36 + os.pathsep + env["PYTHONPATH"]
+    ver = subprocess.run([sys.executable, "-c", "import triton; print(triton.__version__)"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert ver.stdout.strip().startswith("3.6"), ver.stdout + ver.stderr
+    out = tmp_path / "k36.csv"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "aot_kernels.py"), "--arch", "90", "--no-nvcc", "--no-nvrtc",
+           "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    got = {(r["module"], r["kernel"]) for r in _rows(out) if r["source"] == "triton" and not r["error"]}
+    assert got == TRITON_KERNELS

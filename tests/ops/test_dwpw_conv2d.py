@@ -50,6 +50,24 @@ def test_variants(impl, act, k, bias, residual, request):
     check(impl, inputs(2, 40, 6, 4, 5, k=k, bias=bias, residual=residual), act, torch.float32, f"{impl} {act} k{k}")
 
 
+@pytest.mark.parametrize("interpret", [False, True], ids=["gpu", "interpreter"])
+def test_launch_rule_dot_only_with_blocks_of_16(interpret):
+    """tl.dot only where every block dimension is >= 16 (triton 3.6 rejects K < 16 at compile time, the interpreter
+    never checks), for every C, O <= 130 and pixel counts 1..2**20; C or O < 16 always takes the broadcast-sum path."""
+    from vsr_engine.ops._util import DOT_MIN
+    from vsr_engine.ops.dwpw_conv2d import _fwd_config
+    seen = set()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        for c in range(1, 131):
+            for o in range(1, 131):
+                for hw in (1, 15, 16, 17, 1000, 1 << 20):
+                    cfg = _fwd_config(c, o, hw, dtype, interpret=interpret)
+                    seen.add(cfg)
+                    assert cfg.dot == 0 or min(cfg.block_c, cfg.block_o, cfg.block_p) >= DOT_MIN, (c, o, hw, cfg)
+                    assert (cfg.dot == 0) == (c < 16 or o < 16 or dtype == torch.float64), (c, o, hw, dtype, cfg)
+    assert {cfg.dot for cfg in seen} == ({0, 1} if interpret else {0, 1, 2})
+
+
 def test_argument_checks():
     x, dww, dwb, pww, pwb, res = inputs(1, 4, 3, 5, 5)
     with pytest.raises(ValueError, match="k odd"):

@@ -1,6 +1,7 @@
 """The triton kernels at the block configurations a CUDA run launches (not the interpreter's large blocks), run
-under the interpreter: dwpw_conv2d's new 8x64x64 fp32 / 16x64x64 16-bit tiles with tl.dot, flow_warp's backward
-with relaxed atomics, meta_upscale's per-class tl.dot forward and split weight reduction (forced to several
+under the interpreter (tl.dot held to triton 3.6's shape rule, conftest.py): dwpw_conv2d's 16x{16,32}x64 and
+16x64x32 tiles with tl.dot (fp32 ieee / 16-bit) and its 4x16x64 broadcast-sum tile for C or O < 16, flow_warp's
+backward with relaxed atomics, meta_upscale's per-class tl.dot forward and split weight reduction (forced to several
 splits and several K chunks), pixel_shuffle / clean_step blocks. Forward and backward, odd shapes, fp32 and fp16,
 against each op's reference (the rules of op_testing.check_against_ref)."""
 import pytest
@@ -26,18 +27,20 @@ def gpu_blocks(monkeypatch):
     monkeypatch.setattr(importlib.import_module("vsr_engine.ops.dwpw_conv2d"), "INTERPRET", False)
 
 
-@pytest.mark.parametrize("shape,dtype", [((1, 3, 5, 13, 11), torch.float32), ((1, 20, 33, 7, 9), torch.float32),
-                                         ((1, 20, 33, 7, 9), torch.float16)],
-                         ids=["c3o5_fp32", "c20o33_fp32", "c20o33_fp16"])
-def test_dwpw_gpu_tiles(dtype, shape):
-    from vsr_engine.ops.dwpw_conv2d import _fwd_blocks
-    assert _fwd_blocks(64, 64, 1, torch.float32) == (8, 64, 64, 8)  # the GPU tile is what runs here
+@pytest.mark.parametrize("shape,dtype,dot", [
+    ((1, 3, 5, 13, 11), torch.float32, 0), ((1, 2, 3, 7, 9), torch.float16, 0), ((1, 20, 5, 7, 9), torch.float32, 0),
+    ((1, 20, 33, 7, 9), torch.float32, 1), ((1, 20, 33, 7, 9), torch.float16, 2)],
+    ids=["c3o5_fp32", "c2o3_fp16", "c20o5_fp32", "c20o33_fp32", "c20o33_fp16"])
+def test_dwpw_gpu_tiles(dtype, shape, dot):
+    from vsr_engine.ops.dwpw_conv2d import _fwd_config
+    assert _fwd_config(64, 64, 1, torch.float32) == (16, 64, 32, 4, 1)  # the GPU tile is what runs here
+    assert _fwd_config(shape[1], shape[2], shape[3] * shape[4], dtype).dot == dot  # the path under test
     tdw.check("triton", tdw.inputs(*shape), "lrelu", dtype, f"gpu tiles {shape}")
 
 
 @DTYPES
 def test_flow_warp_gpu_blocks(dtype):
-    x, flow = tfw.inputs(2, 17, 5, 29)  # 145 pixels: two 128-pixel blocks; 17 channels: two 16-channel chunks
+    x, flow = tfw.inputs(2, 17, 5, 29)  # 145 pixels: two 128-pixel blocks; 17 channels: three 8-channel chunks
     check_against_ref(lambda a, b: forced(flow_warp, "triton")(a, b, "bilinear", "zeros", True),
                       lambda a, b: tfw.ref(a, b), [x, flow], [0, 1], dtype, what="gpu blocks")
 

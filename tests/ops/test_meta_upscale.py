@@ -78,6 +78,20 @@ def test_argument_checks():
         meta_upscale(feat, 0.1, w1, b1, w2, b2)
 
 
+@needs_interpret
+def test_triton_refuses_more_than_64_outputs():
+    """The triton kernels hold all O outputs in one block; 64 is the most the AOT sweep compiles (no spills)."""
+    from vsr_engine.ops.meta_upscale import MAX_O_TRITON
+    for o, ok in ((MAX_O_TRITON, True), (MAX_O_TRITON + 1, False)):
+        args = inputs(1, 1, 2, 2, o=o, k=1, hidden=4)
+        fn = impl_fn("triton", 1.5, o, 1)
+        if ok:
+            assert fn(*args).shape == (1, o, 3, 3)
+        else:
+            with pytest.raises(ValueError, match="out_channels 65 > 64"):
+                fn(*args)
+
+
 @pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_interpret), "torch"])
 def test_opcheck(backend):
     args = [a.requires_grad_() for a in inputs(1, 2, 3, 4)]

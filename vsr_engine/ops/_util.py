@@ -12,6 +12,25 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 CUDA_DTYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
 
+# tl.dot's smallest block dimensions in the oldest triton these kernels run with on a GPU (3.6 on the H200):
+# M >= 1, N >= 1 and K >= 16 for 16- and 32-bit operands (K >= 32 for 8-bit). Newer wheels (3.9 here) accept K >= 8
+# for fp32 and K >= 4 for fp64, and the interpreter checks nothing, so a launcher keeps every tl.dot block
+# dimension >= DOT_MIN, and the checks below hold compiles and interpreted runs to the 3.6 rule.
+DOT_MIN = 16
+
+
+def strict_min_dot_size(inner=None):
+    """A triton ``min_dot_size`` codegen function (lhs_type, rhs_type) -> (M, N, K) minima: the elementwise maximum
+    of ``inner``'s (the backend's own rule) and triton 3.6's. Installed by scripts/aot_triton.py for the sm_90 /
+    sm_80 compiles and by tests/ops/conftest.py in the interpreter, so a tl.dot that triton 3.6 rejects fails on a
+    CPU-only machine too."""
+    def check(lhs_type, rhs_type):
+        old = (1, 1, 32 if lhs_type.scalar.primitive_bitwidth == 8 else DOT_MIN)
+        own = inner(lhs_type, rhs_type) if inner is not None else (1, 1, 1)
+        return tuple(max(a, b) for a, b in zip(own, old))
+    return check
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -8,8 +8,10 @@ activation None | "relu" | "lrelu" (LeakyReLU 0.1; "leaky_relu" accepted); resid
 The building block of DSCVSR's depthwise-separable dense blocks.
 
 Forward kernel: one program = a tile of pixels x a block of output channels; the depthwise result for a chunk of
-input channels lives only in registers and is multiplied straight into the pointwise accumulator (``tl.dot``),
-so the C x H x W intermediate never touches memory. Bias, activation and residual are applied in the epilogue.
+input channels lives only in registers and is multiplied straight into the pointwise accumulator (``tl.dot`` when
+C and O are >= 16; with fewer channels, and in fp64, a broadcast multiply + ``tl.sum``: tl.dot needs every block
+dimension >= 16 in triton 3.6), so the C x H x W intermediate never touches memory. Bias, activation and residual
+are applied in the epilogue.
 Backward (recomputes, stores nothing extra in forward):
   1. g_z = g_out * act'(z): the forward kernel in gradient mode (recomputes z);
   2. y = depthwise(x) (kernel), then the 1x1 parts are plain GEMMs: d/dpw = g_z y^T, d/dy = pw^T g_z (torch);
@@ -19,14 +21,15 @@ Backends: triton, cuda (csrc/dwpw_conv2d.cu), torch (``dwpw_conv2d_ref``).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from . import _cuda
 from ._backend import INTERPRET, TRITON_OK, pick, tl, triton
-from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, next_pow2, tl_acc
+from ._util import CUDA_DTYPE, DOT_MIN, acc_dtype, cdiv, check_float, next_pow2, tl_acc
+from ._autocast import autocast_inputs
 
 __all__ = ["dwpw_conv2d", "dwpw_conv2d_ref"]
 
@@ -118,7 +121,8 @@ if TRITON_OK:
                     ACT: tl.constexpr, SLOPE: tl.constexpr, GRAD_MODE: tl.constexpr, DOT: tl.constexpr,
                     CDT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
         """out = act(pw @ dw(x) + pwb) + res; GRAD_MODE: out = g * act'(pw @ dw(x) + pwb) instead.
-        DOT: 0 broadcast-sum (fp64), 1 fp32 ieee dot, 2 16-bit dot with fp32 accumulation (GPU)."""
+        DOT (chosen by ``_fwd_config``): 0 broadcast-sum (fp64, or C or O < 16), 1 fp32 ieee dot, 2 16-bit dot
+        with fp32 accumulation (GPU)."""
         n = tl.program_id(2)
         HW = H * W
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -218,23 +222,44 @@ if TRITON_OK:
             tl.store(gx_ptr + chan + p[None, :], gx.to(gx_ptr.dtype.element_ty), mask=cm[:, None] & pm[None, :])
 
 
-def _dot_mode(dtype: torch.dtype) -> int:
-    if dtype == torch.float64:
-        return 0
-    if dtype == torch.float32 or INTERPRET:  # the interpreter computes 16-bit inputs in fp32
-        return 1
-    return 2
+class FwdConfig(NamedTuple):
+    """One launch of ``_fwd_kernel``: block sizes, warps and DOT (0: broadcast multiply + tl.sum in CDT,
+    1: fp32 ieee tl.dot, 2: 16-bit tl.dot with fp32 accumulation)."""
+    block_c: int
+    block_o: int
+    block_p: int
+    num_warps: int
+    dot: int
 
 
-def _fwd_blocks(c: int, o: int, hw: int, dtype: torch.dtype = torch.float16) -> Tuple[int, int, int, int]:
-    """(BLOCK_C, BLOCK_O, BLOCK_P, num_warps). GPU tiles checked for sm_80/sm_90 by scripts/aot_kernels.py: no
-    spills, fp32 ~44 KB shared memory (the old 32x64x64 fp32 tile needed ~171 KB and spilled)."""
-    if INTERPRET:  # the interpreter runs one numpy op per tensor op: few, large programs
-        return max(16, min(next_pow2(c), 32)), max(16, min(next_pow2(o), 128)), min(1024, max(16, next_pow2(hw))), 4
-    bo = max(16, min(next_pow2(o), 64))
-    if dtype == torch.float32:  # ieee fp32 dot (no TF32): small channel chunk
-        return 8, bo, 64, 8
-    return 16, bo, 64, 8
+def _fwd_config(c: int, o: int, hw: int, dtype: torch.dtype, interpret: Optional[bool] = None) -> FwdConfig:
+    """The forward kernel's launch configuration for C -> O channels over hw pixels; the only place it is chosen
+    (``_triton_fwd`` and the AOT sweep in scripts/aot_triton.py call it). tl.dot only with C >= 16 and O >= 16,
+    so every block dimension is >= DOT_MIN (triton 3.6 rejects K < 16; see _util.DOT_MIN); fewer channels, and
+    fp64, take the broadcast-sum path. GPU tiles checked for sm_80 / sm_90 by scripts/aot_kernels.py (no spills in
+    16-bit kernels)."""
+    interpret = INTERPRET if interpret is None else interpret
+    use_dot = dtype != torch.float64 and c >= DOT_MIN and o >= DOT_MIN
+    if interpret:  # the interpreter runs one numpy op per tensor op: few, large programs; computes dots in fp32
+        bp = min(1024, max(16, next_pow2(hw)))
+        if use_dot:
+            return FwdConfig(min(next_pow2(c), 32), min(next_pow2(o), 128), bp, 4, 1)
+        bc, bo = min(next_pow2(c), 16), min(next_pow2(o), 64)
+        return FwdConfig(bc, bo, min(bp, max(16, (1 << 16) // (bc * bo))), 4, 0)
+    if not use_dot:  # one small 3-D tile [BLOCK_O, BLOCK_C, BLOCK_P] for every few-channel shape (and fp64)
+        return FwdConfig(4, 16, 64, 8, 0)  # 4 warps: a 16-bit grad-mode spill at sm_90
+    # 4 warps; 64 outputs with 32-pixel tiles: 16 x 64 x 64 spilled in 16-bit on 8 warps (sm_80, some shapes) and on
+    # 4 (triton 3.6), 16 x 32 x 64 on 8 warps (sm_90) -- scripts/aot_kernels.py with triton 3.9 and 3.6
+    bo = min(next_pow2(o), 64)
+    return FwdConfig(16, bo, 32 if bo == 64 else 64, 4, 1 if dtype == torch.float32 else 2)
+
+
+def _dw_config(c: int, hw: int, interpret: Optional[bool] = None) -> Tuple[int, int]:
+    """(BLOCK_C, BLOCK_P) of ``_dw_kernel`` / ``_dw_bwd_kernel`` (no tl.dot)."""
+    interpret = INTERPRET if interpret is None else interpret
+    if interpret:
+        return min(next_pow2(c), 32), min(1024, max(16, next_pow2(hw)))
+    return 8, 128
 
 
 def _triton_fwd(x, dww, dwb, pww, pwb, res, act, grad=None):
@@ -242,10 +267,9 @@ def _triton_fwd(x, dww, dwb, pww, pwb, res, act, grad=None):
     o, k = pww.shape[0], dww.shape[-1]
     gm = grad is not None
     out = torch.empty((n, o, h, w), device=x.device, dtype=acc_dtype(x.dtype) if gm else x.dtype)
-    bc, bo, bp, nw = _fwd_blocks(c, o, h * w, x.dtype)
-    dot = _dot_mode(x.dtype)
-    if dot == 0:  # keep the 3-D broadcast tile small
-        bc, bo, bp, nw = min(bc, 16), min(bo, 16), min(bp, 64), 4
+    bc, bo, bp, nw, dot = _fwd_config(c, o, h * w, x.dtype)
+    if dot and min(bc, bo, bp) < DOT_MIN:  # cheap guard: the interpreter never checks tl.dot's shape rule
+        raise AssertionError(f"dwpw_conv2d: tl.dot with a block dimension < {DOT_MIN}: {(bc, bo, bp)}")
     _fwd_kernel[(cdiv(h * w, bp), cdiv(o, bo), n)](
         x, dww, dwb, pww, pwb, res, grad, out, c, o, h, w, K=k, HAS_DWB=dwb is not None,
         HAS_PWB=pwb is not None, HAS_RES=res is not None, ACT=act, SLOPE=LRELU_SLOPE, GRAD_MODE=gm, DOT=dot,
@@ -258,7 +282,7 @@ def _triton_bwd(g, x, dww, dwb, pww, pwb, act, need):
     o, k = pww.shape[0], dww.shape[-1]
     cdt = acc_dtype(x.dtype)
     gz = _triton_fwd(x, dww, dwb, pww, pwb, None, act, grad=g)  # (n, o, h, w) in cdt
-    bc, bp = (min(next_pow2(c), 32), min(1024, max(16, next_pow2(h * w)))) if INTERPRET else (min(next_pow2(c), 8), 128)
+    bc, bp = _dw_config(c, h * w)
     grid = (cdiv(h * w, bp), cdiv(c, bc), n)
     y = torch.empty((n, c, h, w), device=x.device, dtype=cdt)
     _dw_kernel[grid](x, dww, dwb, y, c, h, w, K=k, HAS_DWB=dwb is not None, CDT=tl_acc(x.dtype),
@@ -390,6 +414,8 @@ def dwpw_conv2d(x: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torc
                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Fused depthwise + pointwise conv (+ activation, + residual) on the active backend."""
     act = _act_code(activation)
+    x, dw_weight, dw_bias, pw_weight, pw_bias, residual = autocast_inputs(x, dw_weight, dw_bias, pw_weight, pw_bias,
+                                                                          residual)
     _check(x, dw_weight, dw_bias, pw_weight, pw_bias, residual)
     backend = pick("dwpw_conv2d", x)
     if backend == "torch" or x.numel() == 0:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import _cuda
 from ._backend import TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
+from ._autocast import autocast_inputs
 
 __all__ = ["meta_upscale", "meta_upscale_ref", "meta_out_size"]
 
@@ -345,17 +346,34 @@ def _wt_split(pairs: int, kblocks: int, elems: int, bp: int) -> int:
     return max(1, min(cdiv(1024, pairs * kblocks), cdiv(elems, 8 * bp), 65535))
 
 
+def _wt_blocks(o: int, dot: int, npix: int):
+    """(BLOCK_O, BLOCK_K, BLOCK_P) of the weight backward: the forward's, with at most 32 weight columns per program
+    on a GPU (its [BLOCK_P, BLOCK_K] gather of 64-bit addresses at 64 columns sits at 255 registers and spills in
+    16-bit at sm_80 / sm_90 for some O; at 32: 138-220, no spills, scripts/aot_kernels.py)."""
+    bo, bk, bp = _dot_blocks(o, dot, npix)
+    return bo, interpret_or(bk, min(bk, 32)), bp
+
+
 def _blocks(c, o, npix):
-    # (outputs, channel block, pixel block) of the feature backward; the interpreter: few, large programs
+    """(outputs, channel block, pixel block, num_warps) of the feature backward; the interpreter: few, large
+    programs. On a GPU the [BLOCK_O, BLOCK_C, BLOCK_P] tile keeps BLOCK_O x BLOCK_C <= 32 (at most 64 for O > 32),
+    8 warps: larger tiles spill in 16-bit with triton 3.6 (the H200's), even at O = 3 with the old 4 x 16 x 64."""
     bo = next_pow2(o)
-    return bo, min(next_pow2(c), 16), interpret_or(min(1024, max(16, next_pow2(npix))), 64)
+    return bo, interpret_or(min(next_pow2(c), 16), max(1, min(16, 32 // bo))), \
+        interpret_or(min(1024, max(16, next_pow2(npix))), 64), interpret_or(4, 8)
+
+
+MAX_O_TRITON = 64  # the triton kernels hold all O outputs in one block: more would spill (and is never used)
 
 
 def _check_int32(c, h, w, o, oh, ow):
-    """The triton kernels index within one image in 32 bits (the image offset is 64-bit)."""
+    """The triton kernels index within one image in 32 bits (the image offset is 64-bit), and hold all O outputs
+    in one block (O <= MAX_O_TRITON: every such configuration is compiled by scripts/aot_triton.py's sweep)."""
     if c * h * w >= 2 ** 31 or o * oh * ow >= 2 ** 31 or o * c * 9 * 64 >= 2 ** 31:
         raise ValueError(f"meta_upscale (triton): one image of {c}x{h}x{w} -> {o}x{oh}x{ow} needs 64-bit indexing "
                          "within an image; use the torch or cuda backend")
+    if o > MAX_O_TRITON:
+        raise ValueError(f"meta_upscale (triton): out_channels {o} > {MAX_O_TRITON}; use the torch or cuda backend")
 
 
 def _triton_apply(feat, wt, tb, k, oh, ow):
@@ -367,7 +385,8 @@ def _triton_apply(feat, wt, tb, k, oh, ow):
     bo, bk, bp = _dot_blocks(o, dot, tb["max_pix"])
     _fwd_kernel[(wt.shape[0], cdiv(tb["max_pix"], bp), n)](
         feat, wt, tb["idx_h"], tb["order_h"], tb["start_h"], tb["idx_w"], tb["order_w"], tb["start_w"], out, c, h, w,
-        oh, ow, tb["off_w"].numel(), O=o, K=k, DOT=dot, CDT=tl_acc(feat.dtype), BLOCK_O=bo, BLOCK_K=bk, BLOCK_P=bp)
+        oh, ow, tb["off_w"].numel(), O=o, K=k, DOT=dot, CDT=tl_acc(feat.dtype), BLOCK_O=bo, BLOCK_K=bk, BLOCK_P=bp,
+        num_warps=8 if bo >= 64 else 4)  # 64 outputs on 4 warps spill in 16-bit (triton 3.6)
     return out
 
 
@@ -379,14 +398,14 @@ def _triton_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
     dw = tb["off_w"].numel()
     g_feat = g_wt = None
     if need_feat:
-        bo, bc, bp = _blocks(c, o, oh * ow)
+        bo, bc, bp, nw = _blocks(c, o, oh * ow)
         g_feat = torch.zeros(feat.shape, dtype=wt.dtype, device=feat.device)
         _bwd_feat_kernel[(cdiv(oh * ow, bp), n)](grad, wt, tb["idx_h"], tb["cls_h"], tb["idx_w"], tb["cls_w"], g_feat,
                                                  c, h, w, oh, ow, dw, O=o, K=k, CDT=tl_acc(feat.dtype),
-                                                 BLOCK_O=bo, BLOCK_C=bc, BLOCK_P=bp)
+                                                 BLOCK_O=bo, BLOCK_C=bc, BLOCK_P=bp, num_warps=nw)
     if need_wt:
         dot = _dot_mode(feat.dtype)
-        bo, bk, bp = _dot_blocks(o, dot, n * tb["max_pix"])
+        bo, bk, bp = _wt_blocks(o, dot, n * tb["max_pix"])
         pairs, kb = wt.shape[0], cdiv(kt, bk)
         split = _wt_split(pairs, kb, n * tb["max_pix"], bp)
         part = torch.empty((split,) + tuple(wt.shape), dtype=wt.dtype, device=feat.device)
@@ -492,6 +511,7 @@ def meta_upscale(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.T
                  b2: torch.Tensor, out_channels: int = 3, kernel_size: int = 3) -> torch.Tensor:
     """Meta-Upscale of ``feat`` (N, C, H, W) by ``scale`` -> (N, out_channels, int(scale*H), int(scale*W))."""
     scale = float(scale)
+    feat, w1, b1, w2, b2 = autocast_inputs(feat, w1, b1, w2, b2)
     _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size)
     return _meta_op(feat, scale, w1, b1, w2, b2, int(out_channels), int(kernel_size),
                     pick("meta_upscale", feat))

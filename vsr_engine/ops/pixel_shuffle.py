@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from . import _cuda
 from ._backend import TRITON_OK, pick, tl, triton
 from ._util import CUDA_DTYPE, acc_dtype, cdiv, check_float, interpret_or, next_pow2, tl_acc
+from ._autocast import autocast_inputs
 
 __all__ = ["pixel_shuffle", "pixel_shuffle_ref", "pixel_shuffle_lrelu", "pixel_shuffle_lrelu_ref"]
 
@@ -103,10 +104,16 @@ if TRITON_OK:
         tl.store(gx_ptr + p, g.to(gx_ptr.dtype.element_ty), mask=pm)
 
 
-def _launch(kernel, total: int, *args, **kw):
-    # the interpreter runs one numpy op per tensor op: few, large programs (no bigger than the tensor)
+def _launch_config(total: int) -> Tuple[int, bool]:
+    """(BLOCK, INT64) for ``total`` elements; the interpreter runs one numpy op per tensor op: few, large
+    programs (no bigger than the tensor). Also enumerated by the AOT sweep (scripts/aot_triton.py)."""
     blk = interpret_or(min(1 << 20, max(16, next_pow2(total))), 1024)
-    kernel[(cdiv(total, blk),)](total, *args, INT64=total + blk >= 2 ** 31, BLOCK=blk, **kw)
+    return blk, total + blk >= 2 ** 31
+
+
+def _launch(kernel, total: int, *args, **kw):
+    blk, int64 = _launch_config(total)
+    kernel[(cdiv(total, blk),)](total, *args, INT64=int64, BLOCK=blk, **kw)
 
 
 def _triton_fwd(x, r, bias, act, slope):
@@ -240,6 +247,7 @@ def pixel_shuffle(x: torch.Tensor, upscale_factor: int) -> torch.Tensor:
 def pixel_shuffle_lrelu(x: torch.Tensor, upscale_factor: int, bias: Optional[torch.Tensor] = None,
                         negative_slope: float = 0.1) -> torch.Tensor:
     """LeakyReLU(pixel_shuffle(x + bias), negative_slope) in one pass; ``bias`` per input channel."""
+    x, bias = autocast_inputs(x, bias)
     _check(x, upscale_factor, bias)
     if pick("pixel_shuffle", x) == "torch" or x.numel() == 0:
         return pixel_shuffle_lrelu_ref(x, upscale_factor, bias, negative_slope)
