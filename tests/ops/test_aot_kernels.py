@@ -99,10 +99,12 @@ def test_compile_now_for_sm90(tmp_path):
     rows = _rows(out)
     got = {(r["module"], r["kernel"]) for r in rows if r["source"] == "triton" and not r["error"]}
     assert got == TRITON_KERNELS
-    # the few-channel dwpw_conv2d path (no tl.dot) and the fp32 dot path were compiled
+    # dwpw_conv2d's fp32 forward: the few-channel launches (O padded to 16) and the 64-output one, all tl.dot
+    # with 16-channel chunks (the H200 run's failure was an 8-channel fp32 dot)
     dw = {r["config"] for r in rows if r["source"] == "triton" and r["kernel"] == "_fwd_kernel"
           and r["module"] == "dwpw_conv2d" and r["dtype"] == "fp32"}
-    assert any("DOT=0" in c for c in dw) and any("DOT=1" in c for c in dw), dw
+    assert all("BLOCK_C=16" in c and "DOT=1" in c for c in dw), dw
+    assert any("BLOCK_O=16" in c for c in dw) and any("BLOCK_O=64" in c for c in dw), dw
     if any(r["source"] == "nvrtc" and r["error"].startswith("SKIP") for r in rows):
         pytest.skip("NVRTC part skipped: " + next(r["error"] for r in rows if r["source"] == "nvrtc"))
     from vsr_engine.ops import _cupy

@@ -1,9 +1,9 @@
 """The triton kernels at the block configurations a CUDA run launches (not the interpreter's large blocks), run
 under the interpreter (tl.dot held to triton 3.6's shape rule, conftest.py): dwpw_conv2d's 16x{16,32}x64 and
-16x64x32 tiles with tl.dot (fp32 ieee / 16-bit) and its 4x16x64 broadcast-sum tile for C or O < 16, flow_warp's
-backward with relaxed atomics, meta_upscale's per-class tl.dot forward and split weight reduction (forced to several
-splits and several K chunks), pixel_shuffle / clean_step blocks. Forward and backward, odd shapes, fp32 and fp16,
-against each op's reference (the rules of op_testing.check_against_ref)."""
+16x64x32 tiles with tl.dot (fp32 ieee / 16-bit; few channels padded) and its fp64 4x16x64 broadcast-sum tile,
+flow_warp's backward with relaxed atomics, meta_upscale's per-class tl.dot forward and split weight reduction
+(forced to several splits and several K chunks), pixel_shuffle / clean_step blocks. Forward and backward, odd
+shapes, fp32 and fp16, against each op's reference (the rules of op_testing.check_against_ref)."""
 import pytest
 import torch
 
@@ -28,9 +28,10 @@ def gpu_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("shape,dtype,dot", [
-    ((1, 3, 5, 13, 11), torch.float32, 0), ((1, 2, 3, 7, 9), torch.float16, 0), ((1, 20, 5, 7, 9), torch.float32, 0),
-    ((1, 20, 33, 7, 9), torch.float32, 1), ((1, 20, 33, 7, 9), torch.float16, 2)],
-    ids=["c3o5_fp32", "c2o3_fp16", "c20o5_fp32", "c20o33_fp32", "c20o33_fp16"])
+    ((1, 3, 5, 13, 11), torch.float32, 1), ((1, 2, 3, 7, 9), torch.float16, 2), ((1, 20, 5, 7, 9), torch.float32, 1),
+    ((1, 20, 33, 7, 9), torch.float32, 1), ((1, 20, 33, 7, 9), torch.float16, 2),
+    ((1, 3, 5, 13, 11), torch.float64, 0)],
+    ids=["c3o5_fp32", "c2o3_fp16", "c20o5_fp32", "c20o33_fp32", "c20o33_fp16", "c3o5_fp64"])
 def test_dwpw_gpu_tiles(dtype, shape, dot):
     from vsr_engine.ops.dwpw_conv2d import _fwd_config
     assert _fwd_config(64, 64, 1, torch.float32) == (16, 64, 32, 4, 1)  # the GPU tile is what runs here

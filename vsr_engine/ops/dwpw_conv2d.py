@@ -8,10 +8,10 @@ activation None | "relu" | "lrelu" (LeakyReLU 0.1; "leaky_relu" accepted); resid
 The building block of DSCVSR's depthwise-separable dense blocks.
 
 Forward kernel: one program = a tile of pixels x a block of output channels; the depthwise result for a chunk of
-input channels lives only in registers and is multiplied straight into the pointwise accumulator (``tl.dot`` when
-C and O are >= 16; with fewer channels, and in fp64, a broadcast multiply + ``tl.sum``: tl.dot needs every block
-dimension >= 16 in triton 3.6), so the C x H x W intermediate never touches memory. Bias, activation and residual
-are applied in the epilogue.
+input channels lives only in registers and is multiplied straight into the pointwise accumulator (``tl.dot`` with
+16-channel chunks, fewer channels padded to 16: triton 3.6 needs every dot block dimension >= 16; in fp64 a
+broadcast multiply + ``tl.sum``), so the C x H x W intermediate never touches memory. Bias, activation and
+residual are applied in the epilogue.
 Backward (recomputes, stores nothing extra in forward):
   1. g_z = g_out * act'(z): the forward kernel in gradient mode (recomputes z);
   2. y = depthwise(x) (kernel), then the 1x1 parts are plain GEMMs: d/dpw = g_z y^T, d/dy = pw^T g_z (torch);
@@ -121,8 +121,8 @@ if TRITON_OK:
                     ACT: tl.constexpr, SLOPE: tl.constexpr, GRAD_MODE: tl.constexpr, DOT: tl.constexpr,
                     CDT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
         """out = act(pw @ dw(x) + pwb) + res; GRAD_MODE: out = g * act'(pw @ dw(x) + pwb) instead.
-        DOT (chosen by ``_fwd_config``): 0 broadcast-sum (fp64, or C or O < 16), 1 fp32 ieee dot, 2 16-bit dot
-        with fp32 accumulation (GPU)."""
+        DOT (chosen by ``_fwd_config``): 0 broadcast-sum (fp64), 1 fp32 ieee dot, 2 16-bit dot with fp32
+        accumulation (GPU)."""
         n = tl.program_id(2)
         HW = H * W
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -234,24 +234,26 @@ class FwdConfig(NamedTuple):
 
 def _fwd_config(c: int, o: int, hw: int, dtype: torch.dtype, interpret: Optional[bool] = None) -> FwdConfig:
     """The forward kernel's launch configuration for C -> O channels over hw pixels; the only place it is chosen
-    (``_triton_fwd`` and the AOT sweep in scripts/aot_triton.py call it). tl.dot only with C >= 16 and O >= 16,
-    so every block dimension is >= DOT_MIN (triton 3.6 rejects K < 16; see _util.DOT_MIN); fewer channels, and
-    fp64, take the broadcast-sum path. GPU tiles checked for sm_80 / sm_90 by scripts/aot_kernels.py (no spills in
-    16-bit kernels)."""
+    (``_triton_fwd`` and the AOT sweep in scripts/aot_triton.py call it). fp32 / 16-bit: tl.dot with every block
+    dimension >= DOT_MIN (triton 3.6 rejects K < 16, see _util.DOT_MIN): 16-channel chunks, fewer channels padded
+    (masked) to 16. fp64: the broadcast multiply + tl.sum path. (A broadcast-sum path for C or O < 16 in fp32 /
+    16-bit compiled with triton 3.6 and passed the interpreter, but its 6 GPU tests failed on the H200 -- run 2,
+    docs/gpu_op_tests.md; the padded dot is what the H200 has run: 16-bit few-channel shapes in run 1, fp32 K = 16
+    in run 2.) GPU tiles checked for sm_80 / sm_90 by scripts/aot_kernels.py (no spills in 16-bit kernels)."""
     interpret = INTERPRET if interpret is None else interpret
-    use_dot = dtype != torch.float64 and c >= DOT_MIN and o >= DOT_MIN
-    if interpret:  # the interpreter runs one numpy op per tensor op: few, large programs; computes dots in fp32
-        bp = min(1024, max(16, next_pow2(hw)))
-        if use_dot:
-            return FwdConfig(min(next_pow2(c), 32), min(next_pow2(o), 128), bp, 4, 1)
-        bc, bo = min(next_pow2(c), 16), min(next_pow2(o), 64)
-        return FwdConfig(bc, bo, min(bp, max(16, (1 << 16) // (bc * bo))), 4, 0)
-    if not use_dot:  # one small 3-D tile [BLOCK_O, BLOCK_C, BLOCK_P] for every few-channel shape (and fp64)
-        return FwdConfig(4, 16, 64, 8, 0)  # 4 warps: a 16-bit grad-mode spill at sm_90
-    # 4 warps; 64 outputs with 32-pixel tiles: 16 x 64 x 64 spilled in 16-bit on 8 warps (sm_80, some shapes) and on
-    # 4 (triton 3.6), 16 x 32 x 64 on 8 warps (sm_90) -- scripts/aot_kernels.py with triton 3.9 and 3.6
-    bo = min(next_pow2(o), 64)
-    return FwdConfig(16, bo, 32 if bo == 64 else 64, 4, 1 if dtype == torch.float32 else 2)
+    bp = min(1024, max(16, next_pow2(hw)))
+    if dtype == torch.float64:  # a small 3-D tile [BLOCK_O, BLOCK_C, BLOCK_P]
+        if interpret:  # the interpreter runs one numpy op per tensor op: few, large programs
+            bc, bo = min(next_pow2(c), 16), min(next_pow2(o), 64)
+            return FwdConfig(bc, bo, min(bp, max(16, (1 << 16) // (bc * bo))), 4, 0)
+        return FwdConfig(4, 16, 64, 8, 0)  # 4 warps spilled (16-bit grad mode, when this path served them)
+    if interpret:  # the interpreter computes tl.dot in fp32 whatever the input dtype
+        return FwdConfig(max(DOT_MIN, min(next_pow2(c), 32)), max(DOT_MIN, min(next_pow2(o), 128)), bp, 4, 1)
+    # tiles (BLOCK_O, BLOCK_P, warps) without 16-bit spills at sm_80 / sm_90 under triton 3.9 and 3.6, at every
+    # swept shape (scripts/aot_kernels.py): (16, 64, 8), (32, 64, 4), (64, 32, 4). Spilled: 16 x 64 on 4 warps
+    # (C = O = H = W = 1), 32 x 64 on 8, 64 x 64 on 8 (sm_80) and on 4 (triton 3.6).
+    bo = max(DOT_MIN, min(next_pow2(o), 64))
+    return FwdConfig(DOT_MIN, bo, 32 if bo == 64 else 64, 8 if bo == 16 else 4, 1 if dtype == torch.float32 else 2)
 
 
 def _dw_config(c: int, hw: int, interpret: Optional[bool] = None) -> Tuple[int, int]:
