@@ -264,6 +264,7 @@ def test_info(capsys):
     assert rc == 0, se
     assert f"torch {torch.__version__}" in so and "PyAV" in so and "triton" in so
     assert "CUDA" in so and "kernels (vsr_engine.ops):" in so and "vsr_engine._C" in so and "vsr_engine._host" in so
+    assert "cpu plan:" in so and "host threads: decode" in so
 
 
 def test_eval_command(capsys, data_dir):

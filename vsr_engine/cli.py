@@ -340,6 +340,8 @@ def cmd_info(args) -> int:
         print(f"PyAV: not importable ({why}) -- video files cannot be read or written")
     from .cpu_plan import describe
     print(describe() + "  (what --dtype auto runs on a CPU)")
+    from .host_threads import plan as host_plan
+    print(host_plan(torch.device("cpu")).describe() + "  (a CPU run; --encoder-threads overrides)")
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         for i in range(n):

@@ -218,6 +218,12 @@ class Engine:
             s += f"; {describe()}"
         return s
 
+    def host_threads(self):
+        """Decoder / copy / encoder thread counts for a run now, sized against the compute
+        (``vsr_engine.host_threads.plan``)."""
+        from . import host_threads
+        return host_threads.plan(self.device)
+
     @property
     def weights_path(self) -> Optional[str]:
         return getattr(self.model, "weights_path", None)
@@ -255,6 +261,8 @@ class Engine:
         """
         if sink is None:
             return self._iter(source, fps=fps, progress=progress)
+        if encoder_threads is None and not (options or {}).get("threads"):
+            encoder_threads = self.host_threads().encoder or None  # sized against the compute (host_threads.py)
         if encoder_threads is not None:
             options = {**(options or {}), "threads": str(int(encoder_threads))}
         inputs = [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else []
@@ -278,7 +286,7 @@ class Engine:
     def _open(self, source, start: int, fps):
         left = self._proc.left_context()
         return open_staged_source(source, start=max(0, start - left) if start else 0, fps=fps,
-                                  queue_size=self.queue_size)
+                                  queue_size=self.queue_size, threads=self.host_threads().decoder)
 
     def _iter(self, source, fps=None, progress=None) -> Iterator[np.ndarray]:
         """Iterator output: the pipeline runs on a driver thread; frames come through a small queue."""
@@ -345,7 +353,8 @@ class Engine:
                                 memory_limit=self.memory_limit, summary=summary)
         proc.reset()
         summary.device, summary.dtype = str(self.device), str(self.dtype).replace("torch.", "")
-        summary.plan = self.plan()
+        host = self.host_threads()
+        summary.plan = f"{self.plan()}; {host.describe()}"
         summary.window, summary.overlap = self.window, self.overlap
         summary.resumed_from = summary.frames_out = summary.frames_in = start
         if carry is not None:
@@ -364,7 +373,7 @@ class Engine:
             pipe = StreamPipeline(step, writer, flush=step.flush, device=self.device, in_slots=3, out_slots=3,
                                   drain_on_step_error=True,
                                   pending_outputs=max(2, self.window if cuda else min(self.window, 8)),
-                                  profile=cuda)
+                                  profile=cuda, copy_threads=host.copy)
             try:
                 pipe.run(staged_frames(src))
             finally:

@@ -47,6 +47,7 @@ import torch
 from . import colour
 from . import _host
 from ._host import RingCancelled, RingClosed
+from .host_threads import pin_host_thread
 
 __all__ = ["FrameLayout", "FrameInfo", "DeviceFrame", "OutputFrame", "HostFrame", "StreamPipeline",
            "PipelineStats", "ChunkedModelStep", "frame_planes", "SourceFrame"]
@@ -401,6 +402,7 @@ class StreamPipeline:
 
     # -- threads --------------------------------------------------------------------------------------------
     def _source_loop(self, frames: Iterator[Any]) -> None:
+        pin_host_thread()  # torch ops here must not open a second OpenMP team (host_threads.py)
         ring = self._in
         t = self._timer
         try:
@@ -436,6 +438,7 @@ class StreamPipeline:
             ring.fail(e)
 
     def _sink_loop(self) -> None:
+        pin_host_thread()  # torch ops here must not open a second OpenMP team (host_threads.py)
         self._out_ready.wait()
         ring = self._out
         if ring is None:
@@ -469,6 +472,7 @@ class StreamPipeline:
 
     def _reaper_loop(self) -> None:
         """CUDA only: returns input slots to the ring once their H2D copy is done; collects GPU timings."""
+        pin_host_thread()  # torch ops here must not open a second OpenMP team (host_threads.py)
         while True:
             item = self._reaper_q.get()
             if item is None:
@@ -573,6 +577,7 @@ class StreamPipeline:
 
     def _download_loop(self) -> None:
         """Download thread: D2H of each queued output into a (pinned) out slot, in order; closes the out ring."""
+        pin_host_thread()  # torch ops here must not open a second OpenMP team (host_threads.py)
         t = self._timer
         ctx = torch.cuda.device(self.device) if self._cuda else contextlib.nullcontext()
         try:

@@ -115,6 +115,8 @@ class _PeakMemory:
         return self
 
     def _sample(self):
+        from .host_threads import pin_host_thread
+        pin_host_thread()
         while not self._stop.wait(self.interval):
             r = self.rss()
             if r > self.peak:

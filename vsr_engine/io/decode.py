@@ -249,6 +249,8 @@ class VideoReader:
         return frame_to_rgb(f, self.info.matrix, self.info.color_range)
 
     def _worker(self):
+        from ..host_threads import pin_host_thread
+        pin_host_thread()  # host thread: no second OpenMP team beside the compute's
         q = self._q
         try:
             idx = 0

@@ -33,14 +33,15 @@ class StagedVideoReader(VideoReader):
         return super()._convert(f)
 
 
-def open_staged_source(source, *, start: int = 0, fps=None, queue_size: int = 8, yuv: bool = True):
-    """Like ``open_source``; with ``yuv`` a video is read by a :class:`StagedVideoReader`."""
+def open_staged_source(source, *, start: int = 0, fps=None, queue_size: int = 8, yuv: bool = True, threads: int = 0):
+    """Like ``open_source``; with ``yuv`` a video is read by a :class:`StagedVideoReader` (``threads``: its
+    decoder threads, 0 = FFmpeg's automatic count)."""
     if not yuv or isinstance(source, (VideoReader, FolderSource, IterableSource)):
         return open_source(source, start=start, fps=fps, queue_size=queue_size)
     if isinstance(source, VideoBytes) or (hasattr(source, "demux") and hasattr(source, "streams")):
-        return StagedVideoReader(source, start=start, queue_size=queue_size)
+        return StagedVideoReader(source, start=start, queue_size=queue_size, threads=threads)
     if isinstance(source, (str, bytes, os.PathLike)) and not os.path.isdir(os.fsdecode(source)):
-        return StagedVideoReader(os.fsdecode(source), start=start, queue_size=queue_size)
+        return StagedVideoReader(os.fsdecode(source), start=start, queue_size=queue_size, threads=threads)
     return open_source(source, start=start, fps=fps, queue_size=queue_size)
 
 
