@@ -312,7 +312,7 @@ def train(args) -> str:
         if step % args.save_every == 0 or step == stop:
             torch.save({"model": student.state_dict(), "adapt": distiller.adapt.state_dict(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "step": step, "sampler_rng": sampler.rng.getstate(),
-                        "torch_rng": torch.get_rng_state(), "rows": rows, "config": cfg, "args": vars(args)},
+                        "torch_rng": torch.get_rng_state(), "rows": rows, "config": cfg, "args": {k: v for k, v in vars(args).items() if not callable(v)}},
                        ckpt_path + ".tmp")
             os.replace(ckpt_path + ".tmp", ckpt_path)
             with open(log_path, "w", newline="") as f:
