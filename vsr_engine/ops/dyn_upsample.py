@@ -19,7 +19,7 @@ Contract (github yhjo09/VSR-DUF: nets.py ``FR_*`` reshape + softmax, utils.py ``
 The softmax is over the 25 taps of each (pixel, sub-pixel) separately, the same filter for every colour channel.
 Returns (N, C, r*H, r*W) in x's dtype; 16-bit inputs are computed in fp32 (fp64 stays fp64).
 Backends: triton (``_fwd_kernel``, ``_bwd_kernel`` + ``_bwd_x_kernel``), cuda / cupy (csrc/dyn_upsample.cu), torch
-(``dyn_upsample_ref``; its backward is autograd through the reference). The kernels read each logit once per call
+(``dyn_upsample_ref`` and ``_torch_bwd``, its explicit backward). The kernels read each logit once per call
 and recompute the softmax in the backward instead of storing it. The backward gives d/dres (TF space-to-depth of the
 output gradient), d/df (softmax Jacobian: w_t * (dL/dw_t - sum_t' w_t' dL/dw_t')) and d/dx in two deterministic
 passes: per low-res pixel a_{c,t} = sum_k g_{c,k} w_{t,k} (fp32 / fp64 buffer (N, C, 25, H, W)), then d/dx gathers
@@ -268,13 +268,25 @@ def _cuda_bwd(grad, x, f, res, r, need):
 
 # ============================================================================================ torch
 def _torch_bwd(grad, x, f, res, r, need):
-    with torch.enable_grad():
-        xs = [t.detach().requires_grad_(nd) for t, nd in zip((x, f, res), need)]
-        out = dyn_upsample_ref(*xs, r)
-        want = [t for t in xs if t.requires_grad]
-        got = list(torch.autograd.grad(out, want, grad)) if want else []
-    grads = [got.pop(0) if nd else None for nd in need]
-    return _out_grads(x, f, res, *grads)
+    """Explicit backward of ``dyn_upsample_ref`` (custom-op bodies run below autograd): d/dres = TF space-to-depth
+    of the output gradient, d/df = the softmax Jacobian of dL/dw, d/dx = fold (the adjoint of unfold) of
+    a[c, t] = sum_k g[c, k] w[t, k]."""
+    n, c, h, w = x.shape
+    cdt = acc_dtype(x.dtype)
+    g = grad.to(cdt).view(n, c, h, r, w, r).permute(0, 3, 5, 1, 2, 4).reshape(n, r * r, c, h, w)  # [k, c]
+    gx = gf = gres = None
+    if need[2]:
+        gres = g.reshape(n, r * r * c, h, w).to(res.dtype)
+    if need[0] or need[1]:
+        wts = torch.softmax(f.to(cdt).view(n, TAPS, r * r, h, w), dim=1)
+        if need[1]:
+            patches = F.unfold(x.to(cdt), KS, padding=KS // 2).view(n, c, TAPS, h, w)
+            gw = torch.einsum("nkcyx,nctyx->ntkyx", g, patches)
+            gf = (wts * (gw - (wts * gw).sum(1, keepdim=True))).reshape(f.shape).to(f.dtype)
+        if need[0]:
+            a = torch.einsum("nkcyx,ntkyx->nctyx", g, wts).reshape(n, c * TAPS, h * w)
+            gx = F.fold(a, (h, w), KS, padding=KS // 2).to(x.dtype)
+    return _out_grads(x, f, res, gx, gf, gres)
 
 
 # ============================================================================================ custom op
