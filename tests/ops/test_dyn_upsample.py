@@ -155,7 +155,9 @@ def test_gradcheck_fp64(impl, request):
     activate(impl, request)
     fn = impl_fn(impl)
     args = [a.double().requires_grad_() for a in inputs(1, 2, 2, 3, 4, seed=5)]
-    assert torch.autograd.gradcheck(lambda *a: fn(*a, 2), args)
+    # fast mode (random projections: a few calls, not one per logit -- 1200 interpreted launches otherwise); the
+    # full Jacobian for the cheap torch implementation. check_against_ref compares every gradient element anyway.
+    assert torch.autograd.gradcheck(lambda *a: fn(*a, 2), args, fast_mode=impl != "torch_op")
 
 
 @pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_interpret), "torch"])
