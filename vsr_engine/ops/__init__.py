@@ -11,6 +11,7 @@ from ._backend import (BACKENDS, OPS, BackendUnavailable, backend_info, format_b
                        set_backend, use_backend)
 from .clean_step import clean_step, clean_step_ref
 from .dwpw_conv2d import dwpw_conv2d, dwpw_conv2d_ref
+from .dyn_upsample import dyn_upsample, dyn_upsample_ref
 from .flow_warp import flow_warp, flow_warp_ref
 from .meta_upscale import meta_upscale, meta_upscale_ref
 from .pixel_shuffle import pixel_shuffle, pixel_shuffle_lrelu, pixel_shuffle_lrelu_ref, pixel_shuffle_ref
@@ -21,6 +22,7 @@ __all__ = [
     "clean_step", "clean_step_ref",
     "dwpw_conv2d", "dwpw_conv2d_ref",
     "meta_upscale", "meta_upscale_ref",
+    "dyn_upsample", "dyn_upsample_ref",
     "set_backend", "get_backend", "use_backend", "backend_info", "format_backend_info", "BackendUnavailable",
     "BACKENDS", "OPS",
 ]
