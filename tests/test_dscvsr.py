@@ -152,7 +152,8 @@ def test_engine_non_integer_scale(tmp_path):
 
 
 def test_train_resume_is_bit_exact(tmp_path, data_dir):
-    """Two steps, stop, resume to four == four steps straight (teacher distillation on)."""
+    """Two steps, stop, resume to four == four steps straight (teacher distillation on); run a through the
+    `vsr-engine train` command (its last save once failed on the parsed arguments' callable)."""
     pytest.importorskip("av")
     from vsr_engine.weights import where
     if where("basicvsr", "vimeo-bi")[0] not in ("cache", "package"):
@@ -163,7 +164,8 @@ def test_train_resume_is_bit_exact(tmp_path, data_dir):
               "--num-feat", "8", "--num-blocks", "1", "--num-layers", "2", "--growth", "4", "--filling-blocks", "1",
               "--steps", "4", "--log-every", "1", "--val-every", "1000", "--save-every", "1000", "--threads", "1",
               "--device", "cpu"]
-    main(common + ["--out", str(tmp_path / "a")])
+    from vsr_engine.cli import main as cli_main
+    assert cli_main(["train"] + common + ["--out", str(tmp_path / "a")]) == 0  # the CLI's own path saves too
     main(common + ["--out", str(tmp_path / "b"), "--stop-at", "2"])
     assert not (tmp_path / "b" / "dscvsr.safetensors").exists()
     main(common + ["--out", str(tmp_path / "b"), "--resume"])
