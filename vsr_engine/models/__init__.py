@@ -145,6 +145,10 @@ def _load_duf(name: str, weights, variant, arch_kwargs) -> nn.Module:
     model = _DUF(fv, scale, uf=fuf, **arch_kwargs)
     ckpt.load_state_dict_strict(model, sd, path, layout, f"duf ({fv} x{fuf})")
     model.weights_path = path
+    if os.path.basename(path).startswith("duf_16L_x4_here"):
+        layout += "; DUF-16L x4 trained here on a CPU, NOT the official weights"
+    elif head == HDF5_MAGIC:
+        layout += f"; official DUF-{fv} x{fuf}"
     model.weights_layout = layout
     assert fuf in NATIVE_SCALES
     return model.eval()
