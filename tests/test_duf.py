@@ -150,3 +150,20 @@ def test_wrong_files_raise_one_checkpoint_error(tmp_path):
     torch.save(DUF("16L", 4).state_dict(), duf_pt)
     with pytest.raises(CheckpointError, match="duf checkpoint, not basicvsr"):
         load_model("basicvsr", weights=duf_pt)
+
+
+def test_weights_lookup_official_file_first(tmp_path, monkeypatch):
+    """load_model('duf') takes the official params_16L_x4.h5 from the cache when it is there, else the bundled
+    weights trained here, and says which ran."""
+    from vsr_engine import weights as W
+    home = tmp_path / "home"
+    monkeypatch.setenv("VSR_ENGINE_HOME", str(home))
+    m = load_model("duf")
+    assert W.where("duf", "16L-x4")[0] == "bundled" and "trained here" in m.weights_layout
+    assert (m.variant, m.uf) == ("16L", 4)
+    os.makedirs(home / "weights")
+    write_official_h5(home / "weights" / "params_16L_x4.h5", ref.random_params(16, 4, seed=5))
+    m = load_model("duf-16l")
+    assert m.weights_path.endswith("params_16L_x4.h5") and "official DUF-16L x4" in m.weights_layout
+    with pytest.raises(W.WeightsError, match="not available offline"):
+        load_model("duf", variant="52L")
