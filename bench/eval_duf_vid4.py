@@ -38,11 +38,12 @@ def y_of(img_u8: np.ndarray) -> np.ndarray:
     return img_u8.astype(np.float64) @ T[0] + 16
 
 
-def avg_psnr(gt_u8, pred_u8, t_border=2, sp_border=8) -> float:
-    """utils.AVG_PSNR on uint8 clips (T, H, W, 3)."""
+def avg_psnr(gt_u8, pred_u8, t_border=2, sp_border=8, frames=None) -> float:
+    """utils.AVG_PSNR on uint8 clips (T, H, W, 3); ``frames``: score only these indices (inside the t_border)."""
     diff = np.stack([y_of(a) - y_of(b) for a, b in zip(gt_u8, pred_u8)])
-    diff = diff[t_border:len(diff) - t_border, sp_border:diff.shape[1] - sp_border, sp_border:diff.shape[2] - sp_border]
-    return float(np.mean([20 * np.log10(255.0 / np.sqrt(np.mean(d ** 2))) for d in diff]))
+    diff = diff[:, sp_border:diff.shape[1] - sp_border, sp_border:diff.shape[2] - sp_border]
+    idx = list(range(t_border, len(diff) - t_border)) if frames is None else frames
+    return float(np.mean([20 * np.log10(255.0 / np.sqrt(np.mean(diff[i] ** 2))) for i in idx]))
 
 
 def to_u8(x: torch.Tensor) -> np.ndarray:
@@ -71,11 +72,16 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "vid4_gt"))
     ap.add_argument("--mirror", default="/work/.mirror/yhjo09+VSR-DUF/repo")
     ap.add_argument("--seqs", nargs="+", default=["city", "walk"])
+    ap.add_argument("--stride", type=int, default=1, help="score every k-th frame of those AVG_PSNR keeps "
+                    "(DUF computed for those only, each from its own 7 frames); 1 = all")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "duf_vid4_bd.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = load_model("duf", variant="16L", scale=4, weights=args.weights)
-    res = {"weights": model.weights_path, "layout": model.weights_layout, "degradation": "BD x4 (sigma 1.6, 13x13)",
+    dt = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    model = model.to(dt)
+    res = {"stride": args.stride, "weights": model.weights_path, "layout": model.weights_layout, "degradation": "BD x4 (sigma 1.6, 13x13)",
            "metric": "official AVG_PSNR: Y, 8-px border, 2 frames each end dropped", "machine": "2-core CPU, shared",
            "seqs": {}}
     print("weights", model.weights_path, f"({model.weights_layout})", flush=True)
@@ -83,15 +89,23 @@ def main():
         gt = np.stack(read_folder(os.path.join(args.data, seq)))
         hr = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255
         lr = bd_degrade(hr, 4)
+        idx = list(range(2, len(gt) - 2))[::args.stride]
         t0 = time.time()
+        xp = torch.nn.functional.pad(lr, (0, 0, 0, 0, 0, 0, 3, 3))      # zero frames beyond the ends (test.py)
+        y = torch.zeros(len(gt), 3, gt.shape[1], gt.shape[2])
         with torch.inference_mode():
-            y = model(lr[None])[0]
+            for i in idx:
+                y[i] = model.forward_window(xp[i:i + 7][None].to(dt))[0].float()
         sec = time.time() - t0
         bic = imresize_torch(lr, lr.shape[-2] * 4, lr.shape[-1] * 4, 4.0)
-        row = {"frames": len(gt), "size": f"{gt.shape[2]}x{gt.shape[1]}", "duf_here": avg_psnr(gt, to_u8(y)),
-               "bicubic": avg_psnr(gt, to_u8(bic)), "seconds_duf": round(sec, 1)}
         off = official_frames(args.mirror, seq, len(gt))
-        row["duf16L_official_frames"] = avg_psnr(gt, off) if off is not None and off.shape == gt.shape else None
+        ok = off is not None and off.shape == gt.shape
+        row = {"frames": len(gt), "size": f"{gt.shape[2]}x{gt.shape[1]}", "scored_frames": idx,
+               "duf_here": avg_psnr(gt, to_u8(y), frames=idx), "bicubic": avg_psnr(gt, to_u8(bic), frames=idx),
+               "duf16L_official_frames": avg_psnr(gt, off, frames=idx) if ok else None,
+               "all_frames_bicubic": avg_psnr(gt, to_u8(bic)),
+               "all_frames_duf16L_official": avg_psnr(gt, off) if ok else None,
+               "seconds_duf": round(sec, 1), "dtype": args.dtype}
         res["seqs"][seq] = row
         print(seq, json.dumps(row), flush=True)
     keys = ("duf_here", "bicubic", "duf16L_official_frames")

@@ -146,3 +146,25 @@ def test_resume_equals_uninterrupted(tmp_path, data_dir, monkeypatch):
     assert a == sorted(os.listdir(out)) and len(a) == 9
     for n in a:
         assert np.array_equal(read_rgb(os.path.join(full, n)), read_rgb(os.path.join(out, n)))
+
+
+def test_cli_knows_duf(tmp_path, data_dir, capsys):
+    from vsr_engine.cli import main
+    from test_video import make_video   # noqa: E402
+    assert main(["models"]) == 0
+    so = capsys.readouterr().out
+    assert "duf:" in so and "16L-x4 (default)" in so and "bundled" in so and "52L-x4" in so
+    walk = os.path.join(data_dir, "vid4_gt", "walk")
+    assert main(["eval", walk, "--model", "duf-16l", "--degradation", "bd", "--frames", "3", "--crop", "32",
+                 "--window", "2"]) == 0
+    so = capsys.readouterr().out
+    assert "trained here" in so and "walk:" in so
+    src, dst = str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4")
+    make_video(src, n=4, w=12, h=8)
+    assert main(["upscale", src, dst, "--model", "duf-16l", "--window", "2", "--dtype", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert "duf-16l" in err and "NOT the official weights" in err and "overlap 3" in err
+    import av
+    with av.open(dst) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (48, 32) and sum(1 for _ in c.decode(video=0)) == 4

@@ -38,7 +38,7 @@ def eval_clip(model, gts: Sequence[np.ndarray], device="cpu", dtype=torch.float3
         from .train_duf import bd_degrade
         if float(scale) not in (2.0, 3.0, 4.0):
             raise ValueError(f"BD degradation is defined for x2, x3, x4, not x{scale:g}")
-        lrs = [(bd_degrade(torch.from_numpy(g).permute(2, 0, 1).double() / 255, int(scale)).clamp(0, 1) * 255)
+        lrs = [(bd_degrade(torch.from_numpy(np.array(g)).permute(2, 0, 1).double() / 255, int(scale)).clamp(0, 1) * 255)
                .round().byte().permute(1, 2, 0).numpy() for g in gts]
     if model is None:
         from .imresize import imresize
