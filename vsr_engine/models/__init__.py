@@ -181,5 +181,6 @@ def _load_meta(weights, variant, arch_kwargs) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "DUF", "load_model", "build_model", "model_names", "MODELS",
+__all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR",
+           "DSCVSR", "check_scale", "SpyNet", "DUF", "load_model", "build_model", "model_names", "MODELS",
            "UnknownModelError"]
