@@ -252,7 +252,8 @@ def _synthetic_clip(path: str, n: int = 8, h: int = 48, w: int = 64) -> str:
 PROFILE_GROUPS = (
     ("layout conversion (NCHW<->NHWC)", r"nchwToNhwc|nhwcToNchw|nchw_?to_?nhwc|nhwc_?to_?nchw|convertTensor"),
     ("vsr_engine kernels (triton/csrc)", r"^_\w*kernel|(^|[\s:])(fwd|bwd|dw|dw_bwd_[wx]|bwd_feat|bwd_wt|fused|probe)"
-                                         r"_kernel|flow_warp|dwpw|pixel_shuffle|meta_upscale|clean_step|bias_act"),
+                                         r"_kernel|flow_warp|dwpw|pixel_shuffle|meta_upscale|clean_step|bias_act"
+                                         r"|dyn_upsample"),
     ("convolution", r"conv|implicit_gemm|implicit_convolve|fprop|dgrad|wgrad|winograd|xmma|cutlass|cudnn"),
     ("gemm", r"gemm|cublas|matmul|nvjet|aten::mm|aten::addmm|aten::bmm"),
     ("memcpy/memset", r"memcpy|memset|aten::copy_|aten::to\b|aten::_to_copy"),
@@ -439,6 +440,7 @@ class Proof:
         """(op, case, make(dtype) -> inputs, kernel, eager, grad idx, bytes(inputs, out), flops)."""
         from vsr_engine.ops import (clean_step, clean_step_ref, dwpw_conv2d, dwpw_conv2d_ref, flow_warp, flow_warp_ref,
                                     meta_upscale, meta_upscale_ref, pixel_shuffle_lrelu, pixel_shuffle_lrelu_ref)
+        from vsr_engine.ops import dyn_upsample, dyn_upsample_ref
         dev = self.dev
         sizes = [(12, 16)] if self.smoke else [(180, 320), (540, 960)]
         ch = 8 if self.smoke else 64
@@ -467,6 +469,12 @@ class Proof:
                           lambda dt, h=h, w=w: [rnd(1, 4 * ch, h, w, dt=dt), rnd(4 * ch, dt=dt)],
                           lambda x, b: pixel_shuffle_lrelu(x, 2, b), lambda x, b: pixel_shuffle_lrelu_ref(x, 2, b),
                           (0, 1), 0))
+        for h, w in sizes:  # DUF's output stage: x4 of a 180x320 (720p out) / 540x960 frame, raw logits + residual
+            cases.append(("dyn_upsample", f"3ch x4 {h}x{w} (DUF)",
+                          lambda dt, h=h, w=w: [rnd(1, 3, h, w, dt=dt).abs(), rnd(1, 400, h, w, dt=dt) * 2,
+                                                rnd(1, 48, h, w, dt=dt) * 0.1],
+                          lambda x, f, r: dyn_upsample(x, f, r, 4), lambda x, f, r: dyn_upsample_ref(x, f, r, 4),
+                          (0, 1, 2), 2 * 25 * 16 * 3 * h * w))
         for h, w in sizes:
             cases.append(("clean_step", f"3ch {h}x{w}", lambda dt, h=h, w=w: [rnd(1, 3, h, w, dt=dt).abs(),
                                                                                rnd(1, 3, h, w, dt=dt) * 0.1],

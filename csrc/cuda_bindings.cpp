@@ -81,4 +81,12 @@ PYBIND11_MODULE(_C, m) {
                                C, H, W, OH, OW, DH, DW, O, k, dt, dev, s(st)),
           "meta_upscale_bwd");
   });
+  m.def("dyn_upsample_fwd", [](u x, u f, u res, u out, i64 N, i64 C, i64 H, i64 W, int r, int dt, int dev, u st) {
+    check(vsr_dyn_upsample_fwd(p(x), p(f), p(res), p(out), N, C, H, W, r, dt, dev, s(st)), "dyn_upsample_fwd");
+  });
+  m.def("dyn_upsample_bwd", [](u x, u f, u grad, u gx, u gf, u gres, u a, i64 N, i64 C, i64 H, i64 W, int r, int dt,
+                               int dev, u st) {
+    check(vsr_dyn_upsample_bwd(p(x), p(f), p(grad), p(gx), p(gf), p(gres), p(a), N, C, H, W, r, dt, dev, s(st)),
+          "dyn_upsample_bwd");
+  });
 }

@@ -67,6 +67,14 @@ int vsr_meta_upscale_bwd(const void* grad, const void* feat, const void* wt, con
                          void* gwt, int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t DH,
                          int64_t DW, int O, int k, int dtype, int device, void* stream);
 
+/* DUF dynamic upsampling: x (N, C, H, W), f (N, 25*r*r, H, W) logits, res (N, C*r*r, H, W), all one dtype, TF
+ * channel orders -> out (N, C, r*H, r*W). N <= 65535. */
+int vsr_dyn_upsample_fwd(const void* x, const void* f, const void* res, void* out, int64_t N, int64_t C, int64_t H,
+                         int64_t W, int r, int dtype, int device, void* stream);
+/* gx, gf, gres (data dtype) or NULL each; a: acc buffer (N, C, 25, H, W), needed when gx is asked for. N*C <= 65535 */
+int vsr_dyn_upsample_bwd(const void* x, const void* f, const void* grad, void* gx, void* gf, void* gres, void* a,
+                         int64_t N, int64_t C, int64_t H, int64_t W, int r, int dtype, int device, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

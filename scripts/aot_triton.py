@@ -155,6 +155,16 @@ def _cases() -> List[Tuple[str, Callable[[torch.dtype], None]]]:
         cases += [(f"flow_warp 64ch {h}x{w}", fw(h, w)), (f"dwpw_conv2d 64->64 {h}x{w}", dw(h, w, 64, 64)),
                   (f"pixel_shuffle x2 64ch {h}x{w}", ps(h, w, 2, 64)),
                   (f"meta_upscale x2.3 64ch {h}x{w}", mu(h, w, 2.3)), (f"meta_upscale x4 64ch {h}x{w}", mu(h, w, 4.0))]
+    def du(h, w, r, c=3):
+        def go(dt):
+            dyn_upsample = importlib.import_module("vsr_engine.ops.dyn_upsample")
+            x, f, res = t(1, c, h, w, dtype=dt), t(1, 25 * r * r, h, w, dtype=dt), t(1, c * r * r, h, w, dtype=dt)
+            out = dyn_upsample._triton_fwd(x, f, res, r)
+            dyn_upsample._triton_bwd(out, x, f, res, r, [True, True, True])
+            dyn_upsample._triton_bwd(out, x, f, res, r, [False, True, False])
+        return go
+
+    cases += [(f"dyn_upsample x{r} 3ch 180x320 (DUF)", du(180, 320, r)) for r in (2, 3, 4)]
     cases += [("pixel_shuffle x2 64ch 360x640 (tail 2x)", ps(360, 640, 2, 64)),
               ("pixel_shuffle x2 3ch 720x1280 (tail 4x, rgb)", ps(720, 1280, 2, 3)),
               ("clean_step 3ch 720x1280", cs(720, 1280)), ("dwpw_conv2d 32->64 180x320", dw(180, 320, 32, 64))]
@@ -243,6 +253,16 @@ def sweep_cases(dt: torch.dtype) -> List[Tuple[str, Callable[[], None]]]:
             meta_upscale._triton_apply(feat, wt, tb, 3, oh, ow)
             meta_upscale._triton_apply_bwd(t(1, o, oh, ow), feat, wt, tb, 3, True, True)
         cases.append((f"meta_upscale sweep {c}ch O={o}", go))
+    # dyn_upsample: C channels (r = 4, the DUF default; r = 2 / 3 are in the real-shape cases), 1 x HW pixels
+    dyn_upsample = importlib.import_module("vsr_engine.ops.dyn_upsample")
+    du = _first_shapes(((dyn_upsample._launch_config(c, hw), dyn_upsample._launch_config(c, hw, bwd=True)), (c, hw))
+                       for c in SWEEP_CHANNELS for hw in SWEEP_PIXELS)
+    for key, (c, hw) in du.items():
+        def go(c=c, hw=hw):
+            x, f, res = t(1, min(c, dyn_upsample.MAX_C_TRITON), 1, hw), t(1, 400, 1, hw), t(1, 16 * min(c, 4), 1, hw)
+            out = dyn_upsample._triton_fwd(x, f, res, 4)
+            dyn_upsample._triton_bwd(out, x, f, res, 4, [True, True, True])
+        cases.append((f"dyn_upsample sweep {c}ch 1x{hw}", go))
     return cases
 
 
@@ -252,12 +272,14 @@ def _config_fns(dt: torch.dtype):
     clean_step, dwpw_conv2d, flow_warp, meta_upscale, pixel_shuffle = (
         importlib.import_module(f"vsr_engine.ops.{n}") for n in
         ("clean_step", "dwpw_conv2d", "flow_warp", "meta_upscale", "pixel_shuffle"))
+    dyn_upsample = importlib.import_module("vsr_engine.ops.dyn_upsample")
     dot = meta_upscale._dot_mode(dt)
     return {
         "dwpw_conv2d": lambda c, o, n: (dwpw_conv2d._fwd_config(c, o, n, dt), dwpw_conv2d._dw_config(c, n)),
         "flow_warp": lambda c, o, n: flow_warp._blocks(c, n),
         "pixel_shuffle": lambda c, o, n: pixel_shuffle._launch_config(4 * n),
         "clean_step": lambda c, o, n: clean_step._block(n),
+        "dyn_upsample": lambda c, o, n: (dyn_upsample._launch_config(c, n), dyn_upsample._launch_config(c, n, True)),
         "meta_upscale": lambda c, o, n: (meta_upscale._dot_blocks(o, dot, n), meta_upscale._wt_blocks(o, dot, n),
                                          meta_upscale._blocks(c, o, n)) if o <= meta_upscale.MAX_O_TRITON else None,
     }

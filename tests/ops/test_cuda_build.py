@@ -10,7 +10,7 @@ import pytest
 
 from vsr_engine.ops import _build
 
-OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step")
+OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step", "dyn_upsample")
 NVCC = _build.find_nvcc()
 ARCH = os.environ.get("VSR_TEST_NVCC_ARCH", "90")  # one architecture keeps the check short
 

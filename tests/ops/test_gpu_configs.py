@@ -2,12 +2,14 @@
 under the interpreter (tl.dot held to triton 3.6's shape rule, conftest.py): dwpw_conv2d's 16x{16,32}x64 and
 16x64x32 tiles with tl.dot (fp32 ieee / 16-bit; few channels padded) and its fp64 4x16x64 broadcast-sum tile,
 flow_warp's backward with relaxed atomics, meta_upscale's per-class tl.dot forward and split weight reduction
-(forced to several splits and several K chunks), pixel_shuffle / clean_step blocks. Forward and backward, odd
+(forced to several splits and several K chunks), pixel_shuffle / clean_step blocks, dyn_upsample's 64 / 32-pixel
+blocks. Forward and backward, odd
 shapes, fp32 and fp16, against each op's reference (the rules of op_testing.check_against_ref)."""
 import pytest
 import torch
 
 import test_dwpw_conv2d as tdw
+import test_dyn_upsample as tdu
 import test_flow_warp as tfw
 import test_meta_upscale as tmu
 import test_pixel_shuffle as tps
@@ -78,3 +80,11 @@ def test_pixel_shuffle_and_clean_step_gpu_blocks(dtype):
     g = torch.Generator().manual_seed(0)
     xs, rs = torch.rand(2, 3, 41, 43, generator=g), torch.randn(2, 3, 41, 43, generator=g) * 0.1
     check_against_ref(forced(clean_step, "triton"), clean_step_ref, [xs, rs], [0, 1], dtype, what="clean_step")
+
+
+@DTYPES
+def test_dyn_upsample_gpu_blocks(dtype):
+    from vsr_engine.ops.dyn_upsample import _launch_config
+    assert _launch_config(3, 10 ** 5) == (4, 64, 4) and _launch_config(3, 10 ** 5, bwd=True) == (4, 32, 4)
+    tdu.check("triton", (1, 3, 4, 9, 13), dtype, "gpu blocks x4")  # 117 pixels: 2 forward / 4 backward programs
+    tdu.check("triton", (2, 2, 3, 7, 11), dtype, "gpu blocks x3")

@@ -36,6 +36,7 @@ KERNELS: Dict[str, List[str]] = {
     "dwpw_conv2d": [f"fused_kernel<{t}, {o}>" for t in _T for o in dict.fromkeys((t, _ACC[t]))]
     + [f"{k}<{t}>" for k in ("dw_kernel", "dw_bwd_x_kernel", "dw_bwd_w_kernel") for t in _T],
     "meta_upscale": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_feat_kernel", "bwd_wt_kernel") for t in _T],
+    "dyn_upsample": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_kernel", "bwd_x_kernel") for t in _T],
 }
 
 _lock = threading.Lock()
@@ -322,11 +323,33 @@ def _meta_bwd(grad, feat, wt, ih, ch, oh_, sh, iw, cw, ow_, sw, gfeat, gwt, N, C
                  _i64(DW), _i32(O), _i32(k)))
 
 
+def _dyn_fwd(x, f, res, out, N, C, H, W, r, dt):
+    if N > 65535:
+        raise ValueError("dyn_upsample_fwd: N > 65535")
+    if N * C * H * W:
+        _launch("dyn_upsample", f"fwd_kernel<{_CODE[dt]}>", (_cdiv(H * W, 256), r * r, N), (256,),
+                (x, f, res, out, _i64(C), _i64(H), _i64(W), _i32(r)))
+
+
+def _dyn_bwd(x, f, grad, gx, gf, gres, a, N, C, H, W, r, dt):
+    if N * C > 65535:
+        raise ValueError("dyn_upsample_bwd: N * C > 65535")
+    if N * C * H * W == 0:
+        return
+    t = _CODE[dt]
+    bx = _cdiv(H * W, 256)
+    _launch("dyn_upsample", f"bwd_kernel<{t}>", (bx, N), (256,),
+            (x, f, grad, gf, gres, a if gx is not None else None, _i64(C), _i64(H), _i64(W), _i32(r)))
+    if gx is not None:
+        _launch("dyn_upsample", f"bwd_x_kernel<{t}>", (bx, N * C), (256,), (a, gx, _i64(C), _i64(H), _i64(W)))
+
+
 _LAUNCH = {"pixel_shuffle_fwd": _pixel_shuffle_fwd, "pixel_shuffle_bwd": _pixel_shuffle_bwd,
            "flow_warp_fwd": _flow_warp_fwd, "flow_warp_bwd": _flow_warp_bwd,
            "clean_step_fwd": _clean_step_fwd, "clean_step_bwd": _clean_step_bwd,
            "dwpw_fwd": _dwpw_fwd, "dw_fwd": _dw_fwd, "dw_bwd": _dw_bwd,
-           "meta_upscale_fwd": _meta_fwd, "meta_upscale_bwd": _meta_bwd}
+           "meta_upscale_fwd": _meta_fwd, "meta_upscale_bwd": _meta_bwd,
+           "dyn_upsample_fwd": _dyn_fwd, "dyn_upsample_bwd": _dyn_bwd}
 
 
 def call(name: str, *args) -> None:
