@@ -159,6 +159,8 @@ def guess_model(sd: Mapping[str, torch.Tensor]) -> str:
         return "basicvsr"
     if any(k.startswith("backward_rf.") for k in keys) and any(k.startswith("upscale.fc2.") for k in keys):
         return "dscvsr"
+    if "dense.0.bn_a.weight" in keys and "fconv2.weight" in keys:
+        return "duf"
     return ""
 
 

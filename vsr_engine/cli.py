@@ -179,7 +179,9 @@ def cmd_upscale(args) -> int:
         w = engine.weights_path
         _eprint(f"input: {inp}: {info.describe()}")
         _eprint(f"model: {engine.model_name}" + (f" ({args.variant})" if args.variant else "")
-                + (f", weights {w}" if w else "") + f"; {device}, {str(dtype).replace('torch.', '')}, window "
+                + (f", weights {w}" if w else "")
+                + (f" ({engine.model.weights_layout})" if w and getattr(engine.model, "weights_layout", "") else "")
+                + f"; {device}, {str(dtype).replace('torch.', '')}, window "
                 f"{engine.window}, overlap {engine.overlap}")
         _eprint(f"plan: {engine.plan()}")
     if not is_folder and info.hdr:
@@ -282,6 +284,9 @@ _MODEL_NOTES = {
                      "(--scale); x4 + resize plus a learned residual, official BasicVSR at x4",
     "dscvsr": "DSCVSR (KSEM 2024), any scale 1.1-4 (--scale): depthwise-separable dense blocks, meta-upscale; "
               "weights trained by this project (see README)",
+    "duf": "DUF (CVPR 2018), x2/x3/x4 (other --scale: resampled): 7-frame 3-D dense net predicting per-pixel 5x5 "
+           "upsampling filters + a residual; BD (Gaussian-blur) video. `--model duf-16l` / duf-28l / duf-52l; "
+           "official params_*.h5 (needs h5py) or, for 16L x4, weights trained here on a CPU",
 }
 
 

@@ -54,6 +54,7 @@ from .video import FrameInfo, VsrError, VsrInputError, VsrOutputError, open_sink
 from .io.sinks import _Sink
 from . import memory as _memory
 from .window import BlackBox, SplitBidirectional, keep_fp32, unwrap
+from .window import SlidingWindow, is_sliding
 from .window import _BlackBox, _SplitBidirectional, _unwrap, _flow_warp  # noqa: F401 (old names)
 
 __all__ = ["Engine", "RunSummary", "VsrError", "VsrInputError", "VsrOutputError", "DEFAULT_WINDOW",
@@ -193,6 +194,12 @@ class Engine:
             self.fast = _fast_step(core, self.device, self.dtype, fast, self._auto_dtype, cleaner)
             self._proc = SplitBidirectional(core, cleaner, fast=self.fast)
             self.mode = "split"
+        elif is_sliding(self.model) and mode != "blackbox":
+            # sliding-window models (DUF, any model with ``temporal_radius``): exact at any window; the lookahead
+            # and the left context are the model's radius, whatever ``overlap`` was asked for
+            self._proc = SlidingWindow(self.model)
+            self.overlap = self._proc.radius
+            self.mode = "sliding"
         else:
             self._proc = BlackBox(self.model, overlap)
             self.mode = "blackbox"

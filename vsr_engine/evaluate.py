@@ -30,10 +30,16 @@ def _psnr_fit(out, gt: np.ndarray, crop_border: int) -> float:
 
 
 def eval_clip(model, gts: Sequence[np.ndarray], device="cpu", dtype=torch.float32, window: int = 0,
-              overlap: int = 0, crop_border: int = 0, scale: float = 4) -> List[float]:
+              overlap: int = 0, crop_border: int = 0, scale: float = 4, degradation: str = "bi") -> List[float]:
     """Per-frame Y-PSNR of ``model`` on the BI LR of ``gts`` at ``scale`` (MATLAB ``imresize(gt, 1/scale)``),
     whole sequence or windows through the Engine. ``model=None`` scores MATLAB bicubic upscaling."""
     lrs = [bi_degrade(g, scale) for g in gts]
+    if degradation == "bd":   # DUF's BD: 13x13 Gaussian (sigma 1.6 at x4), every r-th pixel; rounded to uint8
+        from .train_duf import bd_degrade
+        if float(scale) not in (2.0, 3.0, 4.0):
+            raise ValueError(f"BD degradation is defined for x2, x3, x4, not x{scale:g}")
+        lrs = [(bd_degrade(torch.from_numpy(np.array(g)).permute(2, 0, 1).double() / 255, int(scale)).clamp(0, 1) * 255)
+               .round().byte().permute(1, 2, 0).numpy() for g in gts]
     if model is None:
         from .imresize import imresize
         return [_psnr_fit(imresize(lr, scale), gts[i], crop_border) for i, lr in enumerate(lrs)]
@@ -69,6 +75,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--window", type=int, default=0, help="stream through the Engine with this window (0 = whole)")
     ap.add_argument("--overlap", type=int, default=8, help="Engine overlap (with --window)")
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ap.add_argument("--degradation", choices=("bi", "bd"), default="bi",
+                    help="bi: MATLAB bicubic (default); bd: Gaussian blur + subsampling (DUF's test protocol)")
 
 
 def run(args, out=print) -> float:
@@ -97,7 +105,7 @@ def run(args, out=print) -> float:
             gts = [g[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c] for g in gts]
         t0 = time.time()
         ps = eval_clip(model, gts, device, window=args.window, overlap=args.overlap, crop_border=args.crop_border,
-                       scale=args.scale)
+                       scale=args.scale, degradation=getattr(args, "degradation", "bi"))
         means.append(float(np.mean(ps)))
         out(f"{os.path.basename(os.path.normpath(clip)):>10s}: {means[-1]:.3f} dB  ({len(gts)} frames "
             f"{gts[0].shape[1]}x{gts[0].shape[0]}, {time.time() - t0:.1f} s)")

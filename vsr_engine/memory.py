@@ -97,6 +97,7 @@ class ModelInfo:
     cleaner: bool = False      # RealBasicVSR: image cleaning over the whole window
     scale: float = 4.0
     known: bool = True         # False: an arbitrary black-box module, the estimate is a guess
+    radius: int = 0            # sliding: frames each side of the output frame
 
     @staticmethod
     def of(proc, scale) -> "ModelInfo":
@@ -107,6 +108,8 @@ class ModelInfo:
                              sc, True)
         model = getattr(proc, "model", None)
         nf = getattr(model, "num_feat", None)
+        if getattr(proc, "radius", None) is not None:     # window.SlidingWindow: one output frame at a time
+            return ModelInfo("sliding", int(nf or 64), False, sc, nf is not None, int(proc.radius))
         return ModelInfo("blackbox", int(nf or 64), False, sc, nf is not None)
 
 
@@ -131,6 +134,11 @@ def estimate(h: int, w: int, window: int, overlap: int, info: ModelInfo, dtype_b
     s2 = info.scale ** 2
     fixed = 6 * L * n + 4 * L * n + (3 * L * n if info.cleaner else 0)   # RealBasicVSR: the cleaned copy
     up = 2 * 64 * s2 * n + 6 * 3 * s2 * n
+    if info.kind == "sliding":
+        # one output frame at a time: its 2R+1 frames of F features (concatenations and their BN/ReLU copies,
+        # about 4 alive), the filter logits (25 s^2) and residual, the output
+        k = 2 * info.radius + 1
+        return int((fixed + 4 * k * F * n + 28 * s2 * n + up) * dtype_bytes)
     if info.kind == "split":
         fixed += (F + 3 + 2 * overlap) * n     # the state saved at each window start for the back-off
         phases = [

@@ -55,6 +55,8 @@ def tile_boxes(h: int, w: int, grid: Tuple[int, int], pad: int, q: int = 1) -> L
 
 def clone_processor(proc):
     """A fresh processor of the same kind sharing the model (no state)."""
+    if hasattr(proc, "clone"):
+        return proc.clone()
     if hasattr(proc, "core"):
         return type(proc)(proc.core, proc.cleaner, getattr(proc, "max_flow_cache", 64))
     if hasattr(proc, "model"):

@@ -65,7 +65,18 @@ KNOWN["basicvsr-meta"] = {
                             "scale head trained here (CPU) on the frozen official Vimeo-BI backbone; bundled, fp16",
                             bundled="assets/basicvsr_meta_head.safetensors"),
 }
-DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "bi", "basicvsr-meta": "vimeo-bi"}
+# DUF (yhjo09/VSR-DUF): the official TensorFlow weights as published (HDF5). Not reachable from the machine this was
+# written on, so 16L x4 also has weights trained here (CPU, BD x4), used only when the official file is not found.
+_DUF = "https://github.com/yhjo09/VSR-DUF/raw/master"
+KNOWN["duf"] = {
+    f"{v}-x{r}": WeightsSpec(f"params_{v}_x{r}.h5", f"{_DUF}/params_{v}_x{r}.h5", None, (),
+                             f"official DUF-{v} x{r} (TensorFlow, BD degradation)"
+                             + ("; if absent: DUF-16L x4 trained here (CPU, ~33 min, BD x4), bundled, fp16"
+                                if (v, r) == ("16L", 4) else ""),
+                             bundled="assets/duf_16L_x4_here.safetensors" if (v, r) == ("16L", 4) else None)
+    for v, r in (("16L", 2), ("16L", 3), ("16L", 4), ("28L", 4), ("52L", 4))}
+DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "bi", "basicvsr-meta": "vimeo-bi",
+                   "duf": "16L-x4"}
 
 
 class WeightsError(RuntimeError):

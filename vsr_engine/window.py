@@ -9,6 +9,7 @@ frames ``s .. s + n_emit - 1``, one at a time.
   branch carries its hidden state exactly from window to window, the backward branch starts ``overlap`` frames
   after the window; flows (and the flow cache) stay on the device in SPyNet's dtype.
 * :class:`BlackBox` -- any (N, T, 3, H, W) -> (N, T, 3, sH, sW) module with symmetric context.
+* :class:`SlidingWindow` -- sliding-window models (DUF): output t from frames t-R .. t+R, exact at any window.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch.nn as nn
 
 from .io.common import VsrError
 
-__all__ = ["unwrap", "SplitBidirectional", "BlackBox", "keep_fp32"]
+__all__ = ["unwrap", "SplitBidirectional", "BlackBox", "SlidingWindow", "is_sliding", "pad_time", "keep_fp32"]
 
 
 def unwrap(model: nn.Module):
@@ -191,6 +192,76 @@ class BlackBox:
                            "(N, T, 3, sH, sW)")
         for k in range(n_emit):
             yield s + k, y[0, left + k]
+
+
+PAD_POLICIES = ("zeros", "replicate", "reflect")
+
+
+def is_sliding(model: nn.Module) -> bool:
+    """A sliding-window model: ``temporal_radius`` (int R >= 0) and ``forward_window`` (N, 2R+1, 3, H, W) ->
+    (N, 3, sH, sW) for the centre frame; optional ``temporal_pad`` (edge policy, default "zeros")."""
+    return getattr(model, "temporal_radius", None) is not None and callable(getattr(model, "forward_window", None))
+
+
+def pad_time(x: torch.Tensor, before: int, after: int, policy: str = "zeros") -> torch.Tensor:
+    """(N, L, ...) -> (N, before + L + after, ...) with frames beyond the clip ends made by ``policy``: "zeros",
+    "replicate" (the end frame repeated) or "reflect" (mirrored without repeating the end frame: -1 -> 1)."""
+    if before == 0 and after == 0:
+        return x
+    L = x.shape[1]
+    if policy == "zeros":
+        z = x.new_zeros(x.shape[0], 1, *x.shape[2:])
+        return torch.cat([z.expand(-1, before, *x.shape[2:]), x, z.expand(-1, after, *x.shape[2:])], 1)
+    if policy == "replicate":
+        idx = [0] * before + list(range(L)) + [L - 1] * after
+    elif policy == "reflect":
+        def refl(i):
+            period = 2 * (L - 1)
+            if period == 0:
+                return 0
+            i = abs(i) % period
+            return period - i if i >= L else i
+        idx = [refl(i) for i in range(-before, L + after)]
+    else:
+        raise VsrError(f"unknown temporal pad policy {policy!r}; choose from {', '.join(PAD_POLICIES)}")
+    return x[:, idx]
+
+
+class SlidingWindow:
+    """A sliding-window model run window by window, exactly: output ``t`` is ``model.forward_window`` of frames
+    ``t - R .. t + R`` (R = ``model.temporal_radius``). The Engine gives it R frames of left context (kept from
+    the previous window) and R frames of lookahead (its ``overlap`` is set to R), so a frame is missing from ``x``
+    only beyond the real ends of the clip; those are made by the model's ``temporal_pad`` policy. No state."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.radius = int(model.temporal_radius)
+        self.policy = getattr(model, "temporal_pad", "zeros")
+        if self.radius < 0 or self.policy not in PAD_POLICIES:
+            raise VsrError(f"{type(model).__name__}: temporal_radius {self.radius} / temporal_pad "
+                           f"{self.policy!r} not supported ({', '.join(PAD_POLICIES)})")
+
+    def reset(self):
+        pass
+
+    def state(self):
+        return None
+
+    def load_state(self, st, device, dtype):
+        pass
+
+    def left_context(self) -> int:
+        return self.radius
+
+    def clone(self) -> "SlidingWindow":
+        return SlidingWindow(self.model)
+
+    def process(self, x: torch.Tensor, s: int, n_emit: int, left: int = 0) -> Iterator[Tuple[int, torch.Tensor]]:
+        R, L = self.radius, x.shape[1]
+        a, b = max(0, left - R), min(L, left + n_emit + R)
+        xs = pad_time(x[:, a:b], R - (left - a), R - (b - left - n_emit), self.policy)
+        for k in range(n_emit):
+            yield s + k, self.model.forward_window(xs[:, k:k + 2 * R + 1])[0]
 
 
 # old private names

@@ -10,6 +10,7 @@ from .. import checkpoint as ckpt
 from .. import weights as W
 from .basicvsr import BasicVSR, SpyNet
 from .dscvsr import DSCVSR
+from .duf import DUF
 from .realbasicvsr import RealBasicVSR
 from .basicvsr_meta import BasicVSRMeta
 from .resample import ResampledBasicVSR, ResampledRealBasicVSR, check_any_scale
@@ -39,6 +40,7 @@ MODELS: Dict[str, tuple] = {
     "realbasicvsr": (RealBasicVSR, _realbasicvsr_arch),
     "dscvsr": (DSCVSR, _dscvsr_arch),
     "basicvsr-meta": (BasicVSRMeta, _basicvsr_arch),
+    "duf": (DUF, None),   # loaded by _load_duf (official HDF5 or a state dict); also named duf-16l/-28l/-52l
 }
 # fixed-x4 models built for another scale: their x4 output is resampled on the device (models/resample.py)
 RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR}
@@ -76,6 +78,8 @@ def load_model(name: str, weights: Union[str, os.PathLike, None, bool] = None, v
     ``scale=r`` (any r in [1, 4], default 4; ``model(x, scale=r)`` overrides it per call).
     """
     name = name.lower()
+    if name.startswith("duf-") or name == "duf":
+        return _load_duf(name, weights, variant, arch_kwargs)
     if name not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}; choose from: {', '.join(model_names())}")
     cls, infer = MODELS[name]
@@ -101,6 +105,52 @@ def load_model(name: str, weights: Union[str, os.PathLike, None, bool] = None, v
     ckpt.load_state_dict_strict(model, sd, path, layout, name)
     model.weights_path = path
     model.weights_layout = layout
+    return model.eval()
+
+
+def _load_duf(name: str, weights, variant, arch_kwargs) -> nn.Module:
+    """DUF: ``variant`` 16L / 28L / 52L (or ``duf-16l`` as the name; "16L-x4" also accepted), ``scale`` 2, 3, 4
+    (native; official weights: 16L x2/x3/x4, 28L and 52L x4) or any r in [1, 16] (the nearest native factor above,
+    resampled). ``weights``: the official ``params_*.h5`` or a torch state dict / safetensors of ``DUF``; None: the
+    official file from the cache, else (16L x4) the bundled weights trained here; False: random init."""
+    from .duf import DUF as _DUF, NATIVE_SCALES, arch_of, native_scale, parse_variant, read_official_h5
+    from .duf import HDF5_MAGIC
+    if name != "duf":
+        if variant and parse_variant(str(variant).split("-")[0]) != parse_variant(name[4:]):
+            raise ValueError(f"model {name} with variant {variant!r}: they disagree")
+        variant = name[4:]
+    v = parse_variant(str(variant or "16L").split("-")[0])
+    scale = check_any_scale(arch_kwargs.pop("scale", 4), "duf")
+    uf = native_scale(scale) if v == "16L" else 4
+    if weights is False:
+        return _DUF(v, scale, uf=uf, **arch_kwargs).eval()
+    path = W.resolve("duf", f"{v}-x{uf}", None if weights is None else os.fspath(weights))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ckpt.CheckpointError(f"cannot read {path}: {e}") from None
+    if head == HDF5_MAGIC:
+        sd, layout = read_official_h5(path)
+    else:
+        sd, layout = ckpt.prepare_state_dict(path)
+        found = ckpt.guess_model(sd)
+        if found and found != "duf":
+            raise ckpt.CheckpointError(f"{path} is a {found} checkpoint, not duf ({layout})")
+    fv, fuf = arch_of(sd)
+    if variant is not None and fv != v:
+        raise ckpt.CheckpointError(f"{path} holds DUF-{fv} weights, not DUF-{v} ({layout})")
+    if weights is None and fuf != uf:
+        raise ckpt.CheckpointError(f"{path} holds DUF x{fuf} weights, expected x{uf} ({layout})")
+    model = _DUF(fv, scale, uf=fuf, **arch_kwargs)
+    ckpt.load_state_dict_strict(model, sd, path, layout, f"duf ({fv} x{fuf})")
+    model.weights_path = path
+    if os.path.basename(path).startswith("duf_16L_x4_here"):
+        layout += "; DUF-16L x4 trained here on a CPU, NOT the official weights"
+    elif head == HDF5_MAGIC:
+        layout += f"; official DUF-{fv} x{fuf}"
+    model.weights_layout = layout
+    assert fuf in NATIVE_SCALES
     return model.eval()
 
 
@@ -131,5 +181,6 @@ def _load_meta(weights, variant, arch_kwargs) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
+__all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR",
+           "DSCVSR", "check_scale", "SpyNet", "DUF", "load_model", "build_model", "model_names", "MODELS",
            "UnknownModelError"]
