@@ -13,6 +13,7 @@ from .dscvsr import DSCVSR
 from .realbasicvsr import RealBasicVSR
 from .basicvsr_meta import BasicVSRMeta
 from .resample import ResampledBasicVSR, ResampledRealBasicVSR, check_any_scale
+from .tdan import TDAN, arch_from_state_dict as _tdan_arch
 
 
 def _basicvsr_arch(sd) -> Dict[str, int]:
@@ -39,12 +40,13 @@ MODELS: Dict[str, tuple] = {
     "realbasicvsr": (RealBasicVSR, _realbasicvsr_arch),
     "dscvsr": (DSCVSR, _dscvsr_arch),
     "basicvsr-meta": (BasicVSRMeta, _basicvsr_arch),
+    "tdan": (TDAN, _tdan_arch),
 }
 # fixed-x4 models built for another scale: their x4 output is resampled on the device (models/resample.py)
-RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR}
+RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR, "tdan": TDAN}
 
 
-FIXED_X4 = ("basicvsr", "realbasicvsr")
+FIXED_X4 = ("basicvsr", "realbasicvsr", "tdan")
 
 
 def check_scale(name: str, scale) -> float:
@@ -131,5 +133,5 @@ def _load_meta(weights, variant, arch_kwargs) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
+__all__ = ["TDAN", "BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR", "DSCVSR", "check_scale", "SpyNet", "load_model", "build_model", "model_names", "MODELS",
            "UnknownModelError"]

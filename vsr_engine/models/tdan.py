@@ -39,7 +39,7 @@ def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     """Deformable conv v1, stride 1, dilation 1, no bias, in plain torch: each deformable group's K = kh*kw
     taps are sampled with ``grid_sample`` (bilinear, zeros outside, align_corners: exactly the torchvision /
     mmcv v1 rule -- a corner outside the image contributes 0), then one matmul. TDAN's fallback while
-    ``vsr_engine.ops.deform_conv2d`` is absent; coordinates and sampling are fp32, the result has x's dtype."""
+    ``vsr_engine.ops.deform_conv2d`` is absent; coordinates and sampling are fp32 (fp64 for fp64 input), the result has x's dtype."""
     n, c, h, w = x.shape
     cout, cin, kh, kw = weight.shape
     k = kh * kw
@@ -48,14 +48,15 @@ def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
         raise ValueError(f"deform_conv2d: input {tuple(x.shape)}, offset {tuple(offset.shape)}, weight "
                          f"{tuple(weight.shape)} do not fit")
     ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
-    off = offset.float().view(n, g, k, 2, ho, wo)
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    off = offset.to(cdt).view(n, g, k, 2, ho, wo)
     dev = x.device
-    ky = torch.arange(kh, device=dev).repeat_interleave(kw).view(1, 1, k, 1, 1).float()
-    kx = torch.arange(kw, device=dev).repeat(kh).view(1, 1, k, 1, 1).float()
-    py = torch.arange(ho, device=dev).view(1, 1, 1, ho, 1).float() - padding + ky + off[:, :, :, 0]
-    px = torch.arange(wo, device=dev).view(1, 1, 1, 1, wo).float() - padding + kx + off[:, :, :, 1]
+    ky = torch.arange(kh, device=dev).repeat_interleave(kw).view(1, 1, k, 1, 1).to(cdt)
+    kx = torch.arange(kw, device=dev).repeat(kh).view(1, 1, k, 1, 1).to(cdt)
+    py = torch.arange(ho, device=dev).view(1, 1, 1, ho, 1).to(cdt) - padding + ky + off[:, :, :, 0]
+    px = torch.arange(wo, device=dev).view(1, 1, 1, 1, wo).to(cdt) - padding + kx + off[:, :, :, 1]
     # pixel -> [-1, 1] with align_corners=True (a 1-pixel axis gets a padded copy so the map is defined)
-    src = x.float()
+    src = x.to(cdt)
     if h == 1 or w == 1:
         src = F.pad(src, (0, int(w == 1), 0, int(h == 1)))
     hh, ww = src.shape[-2:]
@@ -68,7 +69,7 @@ def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     cols = F.grid_sample(src.view(n * g, c // g, hh, ww), grid, mode="bilinear", padding_mode="zeros",
                          align_corners=True)                       # (n*g, c/g, k*ho, wo)
     cols = cols.view(n, c * k, ho * wo)
-    out = torch.matmul(weight.float().reshape(cout, c * k), cols)
+    out = torch.matmul(weight.to(cdt).reshape(cout, c * k), cols)
     return out.view(n, cout, ho, wo).to(x.dtype)
 
 
