@@ -5,7 +5,8 @@ Each step: ``--batch`` random 5-frame windows from the HR clips (Big Buck Bunny 
 MATLAB bicubic (``vsr_engine.imresize``) to P x P; loss = L1(HR of the centre frame) + 0.01 * L1(aligned LR
 frames, centre LR frame) (TDAN's alignment loss, weight as in mmagic's config). Adam, cosine learning rate, a
 wall-clock budget (``--minutes``); the checkpoint (fp16 state dict, mmagic names, with ``meta``) is written every
-``--save-every`` steps and at the end.
+``--save-every`` steps and at the end. The network starts as nearest-neighbour x4 of the centre frame
+(:func:`init_near_upsampling`), so a short CPU budget begins near bicubic instead of from a grey image.
 """
 from __future__ import annotations
 
@@ -20,6 +21,34 @@ import torch.nn.functional as F
 
 from .models.tdan import TDAN
 from .train import ClipSampler, read_video_rgb
+
+
+@torch.no_grad()
+def init_near_upsampling(model: TDAN) -> None:
+    """Start from nearest-neighbour x4 of the centre frame (the architecture unchanged): the reconstruction's first
+    conv puts +x and -x of the centre frame (input channels 6..8) on channels 0..5, its residual blocks start as
+    identities (conv2 = 0), each pixel-shuffle stage copies channels 0..5 to their 4 sub-pixels, and the last conv
+    outputs relu(x) - relu(-x) = x. The other channels keep their random start and learn from there."""
+    first, blocks, up1, up2, last = model.reconstruct
+    first.conv.weight[:6].zero_()
+    first.conv.bias[:6].zero_()
+    for c in range(3):
+        first.conv.weight[c, 6 + c, 1, 1] = 1.0
+        first.conv.weight[3 + c, 6 + c, 1, 1] = -1.0
+    for b in list(blocks) + list(model.feat_extract[1]):
+        b.conv2.weight.zero_()
+        b.conv2.bias.zero_()
+    for up in (up1, up2):
+        w, bias = up.upsample_conv.weight, up.upsample_conv.bias
+        w[:24].zero_()
+        bias[:24].zero_()
+        for c in range(6):
+            for s in range(4):
+                w[4 * c + s, c, 1, 1] = 1.0
+    last.weight.zero_()
+    for c in range(3):
+        last.weight[c, c, 1, 1] = 1.0
+        last.weight[c, 3 + c, 1, 1] = -1.0
 
 
 def save(model: TDAN, path: str, meta: dict) -> None:
@@ -49,6 +78,7 @@ def main(argv=None):
     clips = [read_video_rgb(os.path.join(sv, f)) for f in ("bigbuckbunny.mp4", "bikes.mp4")]
     sampler = ClipSampler(clips, 5, a.lr_size, a.seed)
     model = TDAN(a.num_feat, a.extract_blocks, a.reconstruct_blocks).train()
+    init_near_upsampling(model)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.99))
     budget = a.minutes * 60
     t0 = time.time()
