@@ -200,7 +200,8 @@ class TDAN(nn.Module):
         hr, aligned = self.restore(feats, x, wins)
         return hr + 0.5, aligned + 0.5
 
-    def forward(self, lqs: torch.Tensor, chunk_pixels: int = 1 << 20) -> torch.Tensor:
+    def forward(self, lqs: torch.Tensor, scale: Optional[float] = None, chunk_pixels: int = 1 << 20) -> torch.Tensor:
+        """``scale`` overrides the model's output scale for this call (the x4 output resampled)."""
         n, t, c, h, w = lqs.shape
         outs = []
         per = max(1, chunk_pixels // (4 * h * w))   # target frames per chunk (4 alignments each)
@@ -213,9 +214,10 @@ class TDAN(nn.Module):
                 frames.append(self.restore(feats, x, wins)[0] + 0.5)
             outs.append(torch.cat(frames))
         y = torch.stack(outs)
-        if self.scale != 4.0:
+        r = self.scale if scale is None else float(scale)
+        if r != 4.0:
             from .resample import resample_x4
-            y = resample_x4(y, (h, w), self.scale)
+            y = resample_x4(y, (h, w), r)
         return y
 
 
