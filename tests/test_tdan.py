@@ -234,3 +234,18 @@ def test_load_model_tdan_options():
     assert isinstance(m, TDAN) and m.edge == "official" and m.scale == 3.0 and m.output_size(10, 12) == (30, 36)
     with pytest.raises(ValueError, match="edge policy"):
         load_model("tdan", weights=False, edge="mirror")
+
+
+def test_weights_lookup_bundled_then_official_files_in_the_cache(tmp_path):
+    from vsr_engine import weights as W
+    m = load_model("tdan")                      # offline, empty cache: the weights trained here (bundled)
+    assert m.weights_path.endswith("tdan_bi_here.safetensors") and m.num_feat == 32
+    assert W.default_variant("tdan") == "bi-here"
+    # an mmagic file the user put in the cache is used instead
+    sd = R.to_mmagic(official_net().state_dict())
+    os.makedirs(W.cache_dir(), exist_ok=True)
+    name = W.KNOWN["tdan"]["mmagic-bi"].filename
+    torch.save({"meta": {}, "state_dict": {"generator." + k: v for k, v in sd.items()}}, os.path.join(W.cache_dir(), name))
+    assert W.default_variant("tdan") == "mmagic-bi"
+    m2 = load_model("tdan")
+    assert m2.weights_path.endswith(name) and m2.num_feat == 64
