@@ -18,6 +18,20 @@ from vsr_engine.engine import Engine
 from vsr_engine.models.tdan import TDAN, deform_conv2d_torch, frame_indices
 
 
+@pytest.fixture(autouse=True)
+def _deform_op_eager():
+    """The model's deformable convs through the op's eager torch path: these tests check the network, the op's
+    Triton / CUDA kernels are tested in tests/ops/test_deform_conv2d.py (and the interpreter would take minutes)."""
+    try:
+        from vsr_engine.ops import use_backend
+        import vsr_engine.ops.deform_conv2d  # noqa: F401
+    except ImportError:
+        yield
+        return
+    with use_backend("torch", "deform_conv2d"):
+        yield
+
+
 def official_net(seed=0):
     torch.manual_seed(seed)
     net = R.TDAN_VSR()
