@@ -220,5 +220,5 @@ def test_not_a_state_dict(tmp_path):
 
 def test_unknown_model():
     from vsr_engine import UnknownModelError
-    with pytest.raises(UnknownModelError, match="basicvsr, basicvsr-meta, dscvsr, realbasicvsr"):
+    with pytest.raises(UnknownModelError, match="choose from: basicvsr, basicvsr-meta, dscvsr, duf, realbasicvsr, tdan"):
         load_model("edsr-nonexistent")

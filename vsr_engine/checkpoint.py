@@ -9,6 +9,7 @@ Layouts accepted:
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from typing import Dict, Mapping, Tuple
 
@@ -33,10 +34,106 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping:
             from safetensors.torch import load_file
             return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e) and "Weights only" not in str(e):
+            raise _unreadable(path, e) from None
+        sd = read_module_pickle(path)   # a whole pickled module (e.g. the official TDAN model.pt)
+        if sd:
+            return sd
+        raise CheckpointError(f"{path} is a pickled Python object, not a state dict, and holds no module "
+                              "tensors vsr_engine can read without running its code; convert it where it was "
+                              "made: torch.save(torch.load(PATH).state_dict(), 'state_dict.pth')") from None
     except Exception as e:  # torch raises many kinds for damaged files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read {path} as a checkpoint (truncated or not a PyTorch/safetensors "
-                              f"file?): {first[:200]}") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: str, e: Exception) -> CheckpointError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CheckpointError(f"cannot read {path} as a checkpoint (truncated or not a PyTorch/safetensors "
+                           f"file?): {first[:200]}")
+
+
+# --- whole-module pickles (old PyTorch ``torch.save(model)``), read without executing their code -----------
+class _Stub:
+    """Stand-in for every class or function a module pickle names: keeps arguments and state, runs nothing."""
+    _name = "?"
+
+    def __init__(self, *args, **kwargs):
+        self._args = args
+
+    def __setstate__(self, state):
+        self._state = state
+
+
+_SAFE_BUILTINS = {"set", "frozenset", "tuple", "list", "dict", "slice", "complex", "bytearray", "int", "float",
+                  "bool", "str", "bytes"}
+_SAFE_TORCH = {("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"),
+               ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+               ("torch", "Size"), ("torch", "device"), ("collections", "OrderedDict")}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    _stubs: Dict[str, type] = {}
+
+    def find_class(self, module, name):
+        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
+            return getattr(__import__("builtins"), name)
+        if (module, name) in _SAFE_TORCH:
+            return getattr(__import__(module, fromlist=[name]), name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        key = f"{module}.{name}"
+        if key not in self._stubs:
+            self._stubs[key] = type(name, (_Stub,), {"_name": key})
+        return self._stubs[key]
+
+
+def _restricted_pickle_module():
+    import types
+    mod = types.ModuleType("vsr_engine_restricted_pickle")
+    mod.Unpickler = _RestrictedUnpickler
+    mod.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
+    mod.__name__ = "vsr_engine_restricted_pickle"
+    return mod
+
+
+def _collect_tensors(obj, prefix: str, out: Dict[str, torch.Tensor], depth: int = 0) -> None:
+    if depth > 64:
+        return
+    if isinstance(obj, torch.Tensor):
+        out[prefix.rstrip(".")] = obj.detach()
+    elif isinstance(obj, _Stub):
+        st = getattr(obj, "_state", None)
+        if isinstance(st, tuple) and len(st) == 2 and isinstance(st[0], dict):
+            st = st[0]
+        if isinstance(st, dict) and ("_parameters" in st or "_modules" in st):
+            for key in ("_parameters", "_buffers", "_modules"):
+                for n, v in (st.get(key) or {}).items():
+                    if v is not None:
+                        _collect_tensors(v, f"{prefix}{n}.", out, depth + 1)
+        else:   # an old Parameter / Variable stand-in: its data is the first tensor argument
+            t = next((a for a in getattr(obj, "_args", ()) if isinstance(a, torch.Tensor)), None)
+            if t is not None:
+                out[prefix.rstrip(".")] = t.detach()
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if isinstance(k, str):
+                _collect_tensors(v, f"{prefix}{k}.", out, depth + 1)
+
+
+def read_module_pickle(path: str) -> Dict[str, torch.Tensor]:
+    """Parameters and buffers (state-dict names) of a whole pickled ``nn.Module`` (zip or legacy format, any
+    PyTorch), read with every class replaced by an inert stand-in: no code from the file runs. {} if none."""
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # legacy files: "couldn't retrieve source code for container ..."
+            obj = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False)
+    except Exception:
+        return {}
+    out: Dict[str, torch.Tensor] = {}
+    _collect_tensors(obj, "", out)
+    return out
 
 
 def extract_state_dict(ckpt: Mapping, prefer_ema: bool = True) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -117,6 +214,10 @@ def prepare_state_dict(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor]
         sd = mmagic_to_basicsr(sd)
         layout += ", mmagic names"
     sd.pop("step_counter", None)
+    from .models.tdan import is_official as _tdan_official, official_to_mmagic as _tdan_rename
+    if _tdan_official(sd):
+        sd = _tdan_rename(sd)
+        layout += ", official TDAN names"
     return sd, layout
 
 
@@ -161,6 +262,8 @@ def guess_model(sd: Mapping[str, torch.Tensor]) -> str:
         return "dscvsr"
     if "dense.0.bn_a.weight" in keys and "fconv2.weight" in keys:
         return "duf"
+    if "align_1.conv_offset.weight" in keys and any(k.startswith("feat_aggregate.") for k in keys):
+        return "tdan"
     return ""
 
 

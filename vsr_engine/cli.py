@@ -164,6 +164,8 @@ def cmd_upscale(args) -> int:
         except ValueError as e:
             raise VsrInputError(str(e)) from None
         extra["scale"] = args.scale
+    if model == "tdan" and getattr(args, "tdan_edge", None):
+        extra["edge"] = args.tdan_edge
     if not is_folder and info.width and info.height:
         from .ops.meta_upscale import meta_out_size
         from .io.encode import default_pix_fmt
@@ -235,6 +237,8 @@ def _add_upscale(sp, common):
                         "resample their x4 output); auto picks the model measured best for r (`vsr-engine models`)")
     g.add_argument("--variant", default=None, help="official weights variant (e.g. reds4, vimeo-bi, vimeo-bd)")
     g.add_argument("--weights", default=None, help="checkpoint file (BasicSR, mmagic or safetensors)")
+    g.add_argument("--tdan-edge", default=None, choices=["reflection", "official"],
+                   help="TDAN's frames beyond the clip ends: reflection (mmagic, default) or official (its eval.py)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--dtype", default="auto", help="auto, fp32, fp16, bf16 (default auto: fp16 on CUDA; on a CPU "
                    "its plan -- bf16 with fp32 islands where the CPU has bf16 hardware, else fp32 -- on the fast "
@@ -287,6 +291,8 @@ _MODEL_NOTES = {
     "duf": "DUF (CVPR 2018), x2/x3/x4 (other --scale: resampled): 7-frame 3-D dense net predicting per-pixel 5x5 "
            "upsampling filters + a residual; BD (Gaussian-blur) video. `--model duf-16l` / duf-28l / duf-52l; "
            "official params_*.h5 (needs h5py) or, for 16L x4, weights trained here on a CPU",
+    "tdan": "TDAN (CVPR 2020), x4 (other --scale: resampled): 5-frame sliding window, deformable-conv alignment; "
+            "official/mmagic checkpoints when present, else weights trained by this project (--tdan-edge)",
 }
 
 
@@ -302,7 +308,7 @@ def cmd_models(args) -> int:
             continue
         for variant, spec in W.KNOWN[name].items():
             kind, loc = W.where(name, variant)
-            default = " (default)" if variant == W.DEFAULT_VARIANT.get(name) else ""
+            default = " (default)" if variant == W.default_variant(name) else ""
             if kind == "download":
                 offline = os.environ.get("VSR_ENGINE_OFFLINE", "") not in ("", "0")
                 where = f"download {loc}" + (" -- not available: VSR_ENGINE_OFFLINE is set" if offline else "")

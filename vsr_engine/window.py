@@ -198,9 +198,11 @@ PAD_POLICIES = ("zeros", "replicate", "reflect")
 
 
 def is_sliding(model: nn.Module) -> bool:
-    """A sliding-window model: ``temporal_radius`` (int R >= 0) and ``forward_window`` (N, 2R+1, 3, H, W) ->
-    (N, 3, sH, sW) for the centre frame; optional ``temporal_pad`` (edge policy, default "zeros")."""
-    return getattr(model, "temporal_radius", None) is not None and callable(getattr(model, "forward_window", None))
+    """A sliding-window model: ``temporal_radius`` (int R >= 0), ``temporal_pad`` (its edge policy: "zeros",
+    "replicate" or "reflect") and ``forward_window`` (N, 2R+1, 3, H, W) -> (N, 3, sH, sW) for the centre frame.
+    A model with only ``temporal_radius`` (TDAN: its own edge rules) runs as a black box with ``overlap`` >= R."""
+    return (getattr(model, "temporal_radius", None) is not None and getattr(model, "temporal_pad", None) is not None
+            and callable(getattr(model, "forward_window", None)))
 
 
 def pad_time(x: torch.Tensor, before: int, after: int, policy: str = "zeros") -> torch.Tensor:

@@ -14,6 +14,7 @@ from .duf import DUF
 from .realbasicvsr import RealBasicVSR
 from .basicvsr_meta import BasicVSRMeta
 from .resample import ResampledBasicVSR, ResampledRealBasicVSR, check_any_scale
+from .tdan import TDAN, arch_from_state_dict as _tdan_arch
 
 
 def _basicvsr_arch(sd) -> Dict[str, int]:
@@ -41,12 +42,13 @@ MODELS: Dict[str, tuple] = {
     "dscvsr": (DSCVSR, _dscvsr_arch),
     "basicvsr-meta": (BasicVSRMeta, _basicvsr_arch),
     "duf": (DUF, None),   # loaded by _load_duf (official HDF5 or a state dict); also named duf-16l/-28l/-52l
+    "tdan": (TDAN, _tdan_arch),
 }
 # fixed-x4 models built for another scale: their x4 output is resampled on the device (models/resample.py)
-RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR}
+RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR, "tdan": TDAN}
 
 
-FIXED_X4 = ("basicvsr", "realbasicvsr")
+FIXED_X4 = ("basicvsr", "realbasicvsr", "tdan")
 
 
 def check_scale(name: str, scale) -> float:
@@ -182,5 +184,5 @@ def _load_meta(weights, variant, arch_kwargs) -> nn.Module:
 
 
 __all__ = ["BasicVSRMeta", "ResampledBasicVSR", "ResampledRealBasicVSR", "check_any_scale", "BasicVSR", "RealBasicVSR",
-           "DSCVSR", "check_scale", "SpyNet", "DUF", "load_model", "build_model", "model_names", "MODELS",
+           "DSCVSR", "check_scale", "SpyNet", "DUF", "TDAN", "load_model", "build_model", "model_names", "MODELS",
            "UnknownModelError"]

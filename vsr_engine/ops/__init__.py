@@ -10,6 +10,7 @@ force one with ``set_backend(name, op=None)``, ``with use_backend(name): ...`` o
 from ._backend import (BACKENDS, OPS, BackendUnavailable, backend_info, format_backend_info, get_backend,
                        set_backend, use_backend)
 from .clean_step import clean_step, clean_step_ref
+from .deform_conv2d import deform_conv2d, deform_conv2d_ref
 from .dwpw_conv2d import dwpw_conv2d, dwpw_conv2d_ref
 from .dyn_upsample import dyn_upsample, dyn_upsample_ref
 from .flow_warp import flow_warp, flow_warp_ref
@@ -21,6 +22,7 @@ __all__ = [
     "pixel_shuffle", "pixel_shuffle_ref", "pixel_shuffle_lrelu", "pixel_shuffle_lrelu_ref",
     "clean_step", "clean_step_ref",
     "dwpw_conv2d", "dwpw_conv2d_ref",
+    "deform_conv2d", "deform_conv2d_ref",
     "meta_upscale", "meta_upscale_ref",
     "dyn_upsample", "dyn_upsample_ref",
     "set_backend", "get_backend", "use_backend", "backend_info", "format_backend_info", "BackendUnavailable",

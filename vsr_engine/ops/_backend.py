@@ -22,7 +22,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
-OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step", "dyn_upsample")
+OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step", "dyn_upsample", "deform_conv2d")
 BACKENDS = ("cuda", "cupy", "triton", "torch")
 
 # ----------------------------------------------------------------------------------------------- triton
@@ -120,7 +120,7 @@ def _read_env() -> None:
 _read_env()
 
 # ----------------------------------------------------------------------------------------------- availability
-# Which backends each op implements (all six have every backend; kept explicit for backend_info).
+# Which backends each op implements (every op has every backend; kept explicit for backend_info).
 IMPLEMENTS: Dict[str, Tuple[str, ...]] = {op: BACKENDS for op in OPS}
 
 
