@@ -7,7 +7,7 @@ import torch
 
 from vsr_engine import CheckpointError, load_model
 from vsr_engine.checkpoint import basicsr_to_mmagic
-from vsr_engine.data import read_folder
+from vsr_engine.training.data import read_folder
 from vsr_engine.models import BasicVSR, RealBasicVSR
 from vsr_engine.weights import find_package_file
 
