@@ -159,6 +159,8 @@ def guess_model(sd: Mapping[str, torch.Tensor]) -> str:
         return "basicvsr"
     if any(k.startswith("backward_rf.") for k in keys) and any(k.startswith("upscale.fc2.") for k in keys):
         return "dscvsr"
+    if "encoder.head.weight" in keys and "decoder.last.weight" in keys:
+        return "usrda"
     return ""
 
 

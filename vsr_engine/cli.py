@@ -282,6 +282,8 @@ _MODEL_NOTES = {
                      "(--scale); x4 + resize plus a learned residual, official BasicVSR at x4",
     "dscvsr": "DSCVSR (KSEM 2024), any scale 1.1-4 (--scale): depthwise-separable dense blocks, meta-upscale; "
               "weights trained by this project (see README)",
+    "usrda": "USR-DA (ICCV 2021) SR path, x4, frame by frame: a small model adapted to your own footage by "
+             "`vsr-engine adapt` (docs/training.md); pass --weights FILE",
 }
 
 

@@ -12,6 +12,7 @@ from .basicvsr import BasicVSR, SpyNet
 from .dscvsr import DSCVSR
 from .realbasicvsr import RealBasicVSR
 from .basicvsr_meta import BasicVSRMeta
+from .usrda import USRDA
 from .resample import ResampledBasicVSR, ResampledRealBasicVSR, check_any_scale
 
 
@@ -33,12 +34,18 @@ def _dscvsr_arch(sd) -> Dict[str, int]:
             "filling_blocks": ckpt.count_indexed(sd, "backward_fill.body")}
 
 
+def _usrda_arch(sd) -> Dict[str, int]:
+    return {"num_feat": int(sd["encoder.head.weight"].shape[0]), "enc_blocks": ckpt.count_indexed(sd, "encoder.body"),
+            "dec_blocks": ckpt.count_indexed(sd, "decoder.body")}
+
+
 # name -> (constructor, arch inference from a (renamed) state dict)
 MODELS: Dict[str, tuple] = {
     "basicvsr": (BasicVSR, _basicvsr_arch),
     "realbasicvsr": (RealBasicVSR, _realbasicvsr_arch),
     "dscvsr": (DSCVSR, _dscvsr_arch),
     "basicvsr-meta": (BasicVSRMeta, _basicvsr_arch),
+    "usrda": (USRDA, _usrda_arch),
 }
 # fixed-x4 models built for another scale: their x4 output is resampled on the device (models/resample.py)
 RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR}

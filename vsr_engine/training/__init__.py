@@ -6,5 +6,8 @@
     loop.py          DSCVSR by feature distillation from official BasicVSR (``vsr-engine train dscvsr``)
     meta.py          the basicvsr-meta scale head (``python -m vsr_engine.training.meta``)
     distill_meta.py  DSCVSR distilled from basicvsr-meta, with/without ablation
-    cli.py           the ``train`` subcommand(s) of ``vsr-engine``
+    distill.py       a small BasicVSR distilled from a video teacher, --data-free (DFSR, CVPR 2021) or with data
+    generator.py     the clip generator of data-free distillation (noise -> LR clip with smooth motion)
+    adapt.py         unsupervised domain adaptation to the user's footage (USR-DA, ICCV 2021)
+    cli.py           the ``train``, ``distill`` and ``adapt`` subcommands of ``vsr-engine``
 """
