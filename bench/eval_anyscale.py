@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import cpu_model, env_info  # noqa: E402
 from vsr_engine import load_model  # noqa: E402
-from vsr_engine.data import bi_degrade, read_folder  # noqa: E402
-from vsr_engine.evaluate import _psnr_fit  # noqa: E402
+from vsr_engine.training.data import bi_degrade, read_folder  # noqa: E402
+from vsr_engine.training.evaluate import _psnr_fit  # noqa: E402
 from vsr_engine.imresize import imresize  # noqa: E402
 from vsr_engine.models.basicvsr_meta import HEAD_MAX_SCALE  # noqa: E402
 from vsr_engine.models.resample import resample_x4  # noqa: E402
@@ -60,7 +60,7 @@ def _gts(clip, frames, crop=0):
 
 
 def backbone(args):
-    from vsr_engine.train_meta import backbone as official
+    from vsr_engine.training.meta import backbone as official
     model = official()
     os.makedirs(args.cache, exist_ok=True)
     for clip in args.clips:

@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import cpu_model, env_info  # noqa: E402
 from vsr_engine import load_model  # noqa: E402
-from vsr_engine.data import read_folder  # noqa: E402
-from vsr_engine.evaluate import eval_clip  # noqa: E402
+from vsr_engine.training.data import read_folder  # noqa: E402
+from vsr_engine.training.evaluate import eval_clip  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "dscvsr_vid4.jsonl")
 

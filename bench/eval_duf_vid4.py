@@ -26,9 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from vsr_engine import load_model  # noqa: E402
-from vsr_engine.data import read_folder  # noqa: E402
+from vsr_engine.training.data import read_folder  # noqa: E402
 from vsr_engine.imresize import imresize_torch  # noqa: E402
-from vsr_engine.train_duf import bd_degrade  # noqa: E402
+from vsr_engine.training.duf import bd_degrade  # noqa: E402
 
 T = np.array([[0.256788235294118, 0.504129411764706, 0.097905882352941]])
 

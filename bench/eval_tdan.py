@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vsr_engine import load_model  # noqa: E402
-from vsr_engine.data import bi_degrade, read_folder  # noqa: E402
-from vsr_engine.evaluate import eval_clip  # noqa: E402
+from vsr_engine.training.data import bi_degrade, read_folder  # noqa: E402
+from vsr_engine.training.evaluate import eval_clip  # noqa: E402
 from vsr_engine.metrics import psnr_y  # noqa: E402
 
 

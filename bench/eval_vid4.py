@@ -5,7 +5,7 @@
 Each clip goes through the model as one whole sequence; PSNR is the mean over frames of the Y-channel PSNR
 (outputs clamped and rounded to uint8, no border crop). ``--frames`` / ``--crop`` evaluate a part only;
 ``--window N --overlap M`` streams through the Engine instead. Same as ``vsr-engine eval``; the logic lives in
-``vsr_engine/evaluate.py``.
+``vsr_engine/training/evaluate.py``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vsr_engine.evaluate import eval_clip, main  # noqa: E402,F401
+from vsr_engine.training.evaluate import eval_clip, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import tdan_reference as R  # noqa: E402
 import vsr_engine.models.tdan as T  # noqa: E402
 from vsr_engine import load_model  # noqa: E402
-from vsr_engine.data import bi_degrade, read_folder  # noqa: E402
+from vsr_engine.training.data import bi_degrade, read_folder  # noqa: E402
 from vsr_engine.metrics import psnr_y  # noqa: E402
 
 

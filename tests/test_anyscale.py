@@ -187,7 +187,7 @@ def test_auto_choice_is_the_best_measured_model_at_the_nearest_scale(monkeypatch
 
 def test_panned_image_window_is_a_straight_camera_pan_inside_the_image():
     import random
-    from vsr_engine.train_meta import MAX_PAN, draw_window, pan_window
+    from vsr_engine.training.meta import MAX_PAN, draw_window, pan_window
     img = np.random.default_rng(0).integers(0, 256, (120, 150, 3), dtype=np.uint8)
     rng = random.Random(5)
     seen = set()

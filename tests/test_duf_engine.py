@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vsr_engine import load_model
-from vsr_engine.data import read_rgb
+from vsr_engine.training.data import read_rgb
 from vsr_engine.engine import Engine
 from vsr_engine.window import SlidingWindow, pad_time
 

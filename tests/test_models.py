@@ -7,7 +7,7 @@ import torch
 
 from vsr_engine import CheckpointError, load_model
 from vsr_engine.checkpoint import basicsr_to_mmagic
-from vsr_engine.data import read_folder
+from vsr_engine.training.data import read_folder
 from vsr_engine.models import BasicVSR, RealBasicVSR
 from vsr_engine.weights import find_package_file
 
@@ -220,5 +220,5 @@ def test_not_a_state_dict(tmp_path):
 
 def test_unknown_model():
     from vsr_engine import UnknownModelError
-    with pytest.raises(UnknownModelError, match="choose from: basicvsr, basicvsr-meta, dscvsr, duf, realbasicvsr, tdan"):
+    with pytest.raises(UnknownModelError, match="choose from: basicvsr, basicvsr-meta, dscvsr, duf, realbasicvsr, tdan, usrda"):
         load_model("edsr-nonexistent")

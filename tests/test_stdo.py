@@ -31,7 +31,7 @@ def _one_thread():
 
 
 def _walk(data_dir, n=3, h=96, w=144):
-    from vsr_engine.data import read_folder
+    from vsr_engine.training.data import read_folder
     frames = read_folder(os.path.join(data_dir, "vid4_gt", "walk"))[:n]
     return [f[120:120 + h, 200:200 + w].copy() for f in frames]
 

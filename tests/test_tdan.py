@@ -181,7 +181,7 @@ def _random_tdan(scale=4.0):
 
 
 def _real_frames(data_dir, n=9, h=12, w=16):
-    from vsr_engine.data import list_images, read_rgb
+    from vsr_engine.training.data import list_images, read_rgb
     files = list_images(os.path.join(data_dir, "reds_lr_demo_000"))[:n]
     return [np.ascontiguousarray(read_rgb(f)[60:60 + h, 100:100 + w]) for f in files]
 

@@ -121,7 +121,7 @@ def test_non_integer_scale_tiles_exact_with_whole_frame_context(pad):
 def test_tiled_official_basicvsr_is_seamless_on_a_real_clip():
     """Big Buck Bunny crop 256x192 -> BI x4 LR 64x48, 4 frames, official BasicVSR (Vimeo-BI), 2x2 tiles with the
     default pad: Y-PSNR against the ground truth within 0.05 dB of untiled."""
-    from vsr_engine.data import bi_degrade
+    from vsr_engine.training.data import bi_degrade
     from vsr_engine.metrics import psnr_y
     from vsr_engine.video import open_source
     src = open_source(BBB)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsr_engine.train_meta import _loss_parts, _y_psnr, main
+from vsr_engine.training.meta import _loss_parts, _y_psnr, main
 from vsr_engine.models.resample import resample_x4
 
 
@@ -64,7 +64,7 @@ def test_head_training_without_held_out_windows_is_one_clear_error(cache, tmp_pa
 
 def test_distillation_arms_run_and_keep_only_a_better_student(cache, tmp_path, capsys):
     import json
-    from vsr_engine import distill_meta
+    from vsr_engine.training import distill_meta
     head = tmp_path / "head.safetensors"
     main(["train", "--cache", str(cache), "--val-clips", "held", "--steps", "2", "--mid", "4", "--hidden", "8",
           "--out", str(head)])

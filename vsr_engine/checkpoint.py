@@ -264,6 +264,8 @@ def guess_model(sd: Mapping[str, torch.Tensor]) -> str:
         return "duf"
     if "align_1.conv_offset.weight" in keys and any(k.startswith("feat_aggregate.") for k in keys):
         return "tdan"
+    if "encoder.head.weight" in keys and "decoder.last.weight" in keys:
+        return "usrda"
     return ""
 
 

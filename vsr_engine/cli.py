@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 PROG = "vsr-engine"
 # modules that may add subcommands: each is imported if present and its register(subparsers) is called
-OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.train", "vsr_engine.distributed.cli")
+OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.training.cli", "vsr_engine.distributed.cli")
 EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
 EXIT_SIGPIPE = 141   # 128 + SIGPIPE: what a shell reports for a program ended by a closed pipe
 _optional_status: dict = {}
@@ -293,6 +293,8 @@ _MODEL_NOTES = {
            "official params_*.h5 (needs h5py) or, for 16L x4, weights trained here on a CPU",
     "tdan": "TDAN (CVPR 2020), x4 (other --scale: resampled): 5-frame sliding window, deformable-conv alignment; "
             "official/mmagic checkpoints when present, else weights trained by this project (--tdan-edge)",
+    "usrda": "USR-DA (ICCV 2021) SR path, x4, frame by frame: a small model adapted to your own footage by "
+             "`vsr-engine adapt` (docs/training.md); pass --weights FILE",
 }
 
 
@@ -401,13 +403,13 @@ def cmd_info(args) -> int:
 # eval
 # ---------------------------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    from .evaluate import run
+    from .training.evaluate import run
     run(args)
     return 0
 
 
 def _add_eval(sp, common):
-    from .evaluate import add_arguments
+    from .training.evaluate import add_arguments
     p = sp.add_parser("eval", parents=[common], help="Y-PSNR on ground-truth frame folders (Vid4 protocol)",
                       description="Y-PSNR of a model on Vid4-style ground-truth folders (BI x4 LR made with the "
                                   "MATLAB-compatible bicubic; whole sequence, or --window to stream).")

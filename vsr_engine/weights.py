@@ -53,7 +53,7 @@ KNOWN: Dict[str, Dict[str, WeightsSpec]] = {
                              None, (), "official model trained without the GAN loss"),
     },
 }
-# DSCVSR has no official weights anywhere; this project trains them (vsr_engine/train.py) and ships them.
+# DSCVSR has no official weights anywhere; this project trains them (vsr_engine/training/loop.py) and ships them.
 KNOWN["dscvsr"] = {
     "bi": WeightsSpec("dscvsr_bi.safetensors", None, None, (),
                       "trained here (CPU, 1600 steps): BI x1.1-x4.0, Charbonnier only; bundled, fp16",

@@ -13,6 +13,7 @@ from .dscvsr import DSCVSR
 from .duf import DUF
 from .realbasicvsr import RealBasicVSR
 from .basicvsr_meta import BasicVSRMeta
+from .usrda import USRDA
 from .resample import ResampledBasicVSR, ResampledRealBasicVSR, check_any_scale
 from .tdan import TDAN, arch_from_state_dict as _tdan_arch
 
@@ -35,6 +36,11 @@ def _dscvsr_arch(sd) -> Dict[str, int]:
             "filling_blocks": ckpt.count_indexed(sd, "backward_fill.body")}
 
 
+def _usrda_arch(sd) -> Dict[str, int]:
+    return {"num_feat": int(sd["encoder.head.weight"].shape[0]), "enc_blocks": ckpt.count_indexed(sd, "encoder.body"),
+            "dec_blocks": ckpt.count_indexed(sd, "decoder.body")}
+
+
 # name -> (constructor, arch inference from a (renamed) state dict)
 MODELS: Dict[str, tuple] = {
     "basicvsr": (BasicVSR, _basicvsr_arch),
@@ -43,6 +49,7 @@ MODELS: Dict[str, tuple] = {
     "basicvsr-meta": (BasicVSRMeta, _basicvsr_arch),
     "duf": (DUF, None),   # loaded by _load_duf (official HDF5 or a state dict); also named duf-16l/-28l/-52l
     "tdan": (TDAN, _tdan_arch),
+    "usrda": (USRDA, _usrda_arch),
 }
 # fixed-x4 models built for another scale: their x4 output is resampled on the device (models/resample.py)
 RESAMPLED = {"basicvsr": ResampledBasicVSR, "realbasicvsr": ResampledRealBasicVSR, "tdan": TDAN}

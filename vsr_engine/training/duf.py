@@ -1,4 +1,4 @@
-"""Training DUF on this machine (``python -m vsr_engine.train_duf``) and DUF's BD degradation.
+"""Training DUF on this machine (``python -m vsr_engine.training.duf``) and DUF's BD degradation.
 
 Degradation (official test.py ``gkern`` + utils.py ``DownSample``): a 13 x 13 Gaussian (sigma 0.8 / 1.2 / 1.6 for
 x2 / x3 / x4; scipy's ``gaussian_filter`` of a centred delta = the outer product of the normalised 1-D Gaussian),
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models.duf import DUF
+from ..models.duf import DUF
 
 SIGMA = {2: 0.8, 3: 1.2, 4: 1.6}
 

@@ -1,6 +1,6 @@
 """DSCVSR distilled from the basicvsr-meta teacher at every scale -- with/without ablation at one budget.
 
-    python -m vsr_engine.distill_meta --arm distill|plain --steps N [--head FILE] [--cache runs/meta_cache]
+    python -m vsr_engine.training.distill_meta --arm distill|plain --steps N [--head FILE] [--cache runs/meta_cache]
 
 Adam with a cosine decay over the steps; every ``--val-every`` steps the held-out Y-PSNR is measured and the best
 student so far is exported to ``--out`` (step 0, the shipped weights, counts: nothing worse is ever written).
@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .imresize import imresize
-from .train import charbonnier
-from .train_meta import _y_psnr, split_held_out
+from ..imresize import imresize
+from .common import charbonnier
+from .meta import _y_psnr, split_held_out
 
 
 def _lr(item, sl):
@@ -42,7 +42,7 @@ def _lr(item, sl):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m vsr_engine.distill_meta", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m vsr_engine.training.distill_meta", description=__doc__.split("\n")[0])
     ap.add_argument("--arm", choices=["distill", "plain"], required=True)
     ap.add_argument("--cache", default="runs/meta_cache")
     ap.add_argument("--head", default="runs/basicvsr_meta_head.safetensors")
@@ -60,8 +60,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     from safetensors.torch import load_file
-    from . import load_model
-    from .models.basicvsr_meta import BasicVSRMeta
+    from .. import load_model
+    from ..models.basicvsr_meta import BasicVSRMeta
     files = sorted(f for f in os.listdir(args.cache) if f.endswith(".pt"))
     items = [torch.load(os.path.join(args.cache, f), weights_only=False) for f in files]
     val, tr = split_held_out(items, args.val_clips, args.val, args.cache)
@@ -103,7 +103,7 @@ def main(argv=None):
 
     def export(step):
         if args.out:
-            from .train import export_weights
+            from .common import export_weights
             from safetensors import safe_open
             with safe_open(student.weights_path, "pt") as f:   # the starting weights' architecture
                 cfg = json.loads((f.metadata() or {}).get("config", "{}"))

