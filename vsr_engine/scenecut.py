@@ -23,7 +23,8 @@ import torch
 
 from .io.common import VsrInputError
 
-__all__ = ["SceneCutDetector", "DEFAULT_THRESHOLD", "DEFAULT_SAD", "parse_scene_cuts", "scores", "detect"]
+__all__ = ["SceneCutDetector", "DEFAULT_THRESHOLD", "DEFAULT_SAD", "parse_scene_cuts", "scores", "detect",
+           "detect_in_video"]
 
 DEFAULT_THRESHOLD = 0.2    # histogram distance; chosen on real clips (docs/scene_cuts.md)
 DEFAULT_SAD = 0.1          # mean |dY|
@@ -115,3 +116,17 @@ def scores(frames) -> List[tuple]:
 def detect(frames, threshold: float = DEFAULT_THRESHOLD, sad: float = DEFAULT_SAD) -> List[int]:
     """Indices of the frames that start a new scene (as the Engine finds them)."""
     return [i for i, (h, s) in enumerate(scores(frames)) if i and h >= threshold and s >= sad]
+
+
+def detect_in_video(path: str, threshold=DEFAULT_THRESHOLD, sad: float = DEFAULT_SAD) -> List[int]:
+    """Cuts of a video file, decoded at a small size (as the Engine would find them, up to resampling)."""
+    import av
+    t = parse_scene_cuts(threshold)
+    if t is None:
+        return []
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        w = min(st.codec_context.width or 192, 192)
+        h = max(2, round((st.codec_context.height or w) * w / max(1, st.codec_context.width or w)))
+        frames = (f.to_ndarray(format="rgb24", width=w, height=h) for f in c.decode(st))
+        return detect(frames, t, sad)

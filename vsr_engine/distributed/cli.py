@@ -52,6 +52,9 @@ def cmd_batch(args) -> int:
         model = _pick_model(args)
     spec = {"model": model, "weights": args.weights, "variant": args.variant, "window": args.window,
             "overlap": args.overlap, "dtype": args.dtype, "device": args.device, "threads": args.threads or None}
+    from ..scenecut import parse_scene_cuts
+    if parse_scene_cuts(args.scene_cuts) is not None:   # segment borders at cuts, workers reset there
+        spec["scene_cuts"] = parse_scene_cuts(args.scene_cuts)
     if args.scale is not None:
         spec["model_kwargs"] = {"scale": args.scale}
     enc = {"codec": args.codec, "crf": args.crf, "preset": args.preset, "pix_fmt": args.pix_fmt}
@@ -111,6 +114,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--window", type=int, default=DEFAULT_WINDOW)
     m.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
     m.add_argument("--threads", type=int, default=0)
+    m.add_argument("--scene-cuts", default="on", metavar="on|off|T",
+                   help="scene cuts as clip boundaries; segment borders prefer them (default on)")
     e = p.add_argument_group("encoding (as in upscale)")
     e.add_argument("--codec", default="libx264")
     e.add_argument("--crf", type=float, default=18)
