@@ -1,0 +1,62 @@
+"""LPIPS and NIQE against the values pyiqa publishes for its calibration images (ResultsCalibra of
+chaofengc/IQA-PyTorch: results_official.csv). Weights / parameters and images must be on this machine (converted
+with ``python -m vsr_engine.lpips`` / ``python -m vsr_engine.niqe``; images in $VSR_ENGINE_HOME/iqa_calibration/
+{ref,dist}/I03.bmp ...); otherwise these tests skip with the reason. Nothing is downloaded."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+# the user's cache, read only (conftest points VSR_ENGINE_HOME at a fresh folder for every test)
+HOME = os.environ.get("VSR_ENGINE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "vsr_engine")
+CAL = os.environ.get("VSR_IQA_CALIBRATION", os.path.join(HOME, "iqa_calibration"))
+LPIPS_W = os.path.join(HOME, "weights", "lpips_alex_v0.1.safetensors")
+NAMES = ["I03", "I04", "I06", "I08", "I19"]
+# pyiqa ResultsCalibra/results_official.csv (official implementations)
+LPIPS_OFFICIAL = [0.7237, 0.2572, 0.05079, 0.05205, 0.4253]
+NIQE_OFFICIAL = [15.7536293917814, 3.65492152353770, 3.23547743716998, 3.18403333858339, 8.63519663862637]
+torch.set_num_threads(1)
+
+
+def _img(kind, n):
+    from PIL import Image
+    p = os.path.join(CAL, kind, f"{n}.bmp")
+    if not os.path.isfile(p):
+        pytest.skip(f"calibration image {p} not present (copy IQA-PyTorch's ResultsCalibra/{{ref,dist}}_dir there)")
+    return np.asarray(Image.open(p).convert("RGB"))
+
+
+def test_lpips_matches_published_values():
+    if not os.path.isfile(LPIPS_W):
+        pytest.skip(f"LPIPS weights not converted ({LPIPS_W}): python -m vsr_engine.lpips")
+    from vsr_engine.lpips import WEIGHTS_SHA256, _sha256
+    from vsr_engine.metrics import lpips
+    assert _sha256(LPIPS_W) == WEIGHTS_SHA256
+    got = [lpips(_img("dist", n), _img("ref", n), weights=LPIPS_W) for n in NAMES]
+    assert np.allclose(got, LPIPS_OFFICIAL, atol=1.5e-4), got
+    assert lpips(_img("ref", "I03"), _img("ref", "I03"), weights=LPIPS_W) == 0.0
+
+
+def test_lpips_checkpoint_reader_refuses_code():
+    from vsr_engine.lpips import _NumpyOnly
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match="refused"):
+        _NumpyOnly(io.BytesIO(pickle.dumps({"a": Evil()}))).load()
+    arrays = _NumpyOnly(io.BytesIO(pickle.dumps({"k": np.arange(3.0)}))).load()
+    assert arrays["k"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_lpips_missing_weights_is_one_clear_error(tmp_path):
+    from vsr_engine.checkpoint import CheckpointError
+    from vsr_engine.lpips import LPIPS
+    with pytest.raises(CheckpointError, match="python -m vsr_engine.lpips"):
+        LPIPS(weights=str(tmp_path / "none.safetensors"))
