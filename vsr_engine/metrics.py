@@ -48,7 +48,7 @@ def lpips(out, gt, device="cpu", weights=None) -> float:
     return _lpips(out, gt, device=device, weights=weights)
 
 
-def niqe(img, crop_border: int = 0) -> float:
+def niqe(img, crop_border: int = 0, params=None) -> float:
     """NIQE of one RGB image (no reference; MATLAB parameters, ``vsr_engine.niqe``). Lower is better."""
     from .niqe import niqe as _niqe
-    return _niqe(img, crop_border=crop_border)
+    return _niqe(img, crop_border=crop_border, params=params)
