@@ -82,3 +82,28 @@ def test_niqe_refuses_tiny_images_and_missing_params(tmp_path):
     if os.path.isfile(NIQE_P):
         with pytest.raises(ValueError, match="96x96"):
             niqe(np.zeros((50, 200, 3), np.uint8), params=NIQE_P)
+
+
+def test_eval_cli_paired_and_no_reference(tmp_path, monkeypatch, capsys):
+    """``vsr-engine eval --metrics psnr,lpips,niqe`` (GT folder) and ``--no-reference`` (real LR frames)."""
+    if not (os.path.isfile(LPIPS_W) and os.path.isfile(NIQE_P)):
+        pytest.skip("LPIPS weights / NIQE parameters not prepared in the user's cache")
+    from PIL import Image
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+    walk = os.path.join(data, "vid4_gt", "walk")
+    if not os.path.isdir(walk):
+        pytest.skip("shared Vid4 walk frames not present")
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for i in range(2):
+        Image.open(os.path.join(walk, f"{i:08d}.png")).crop((200, 100, 392, 196)).save(gt / f"{i:08d}.png")
+    monkeypatch.setenv("VSR_ENGINE_HOME", HOME)   # read the prepared files (nothing is written or downloaded)
+    from vsr_engine import cli
+    from vsr_engine.models import load_model  # noqa: F401
+    torch.manual_seed(0)
+    assert cli.main(["eval", str(gt), "--model", "basicvsr", "--metrics", "psnr,lpips,niqe"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("gt:")][0]
+    assert "dB, LPIPS 0." in line and "NIQE " in line
+    assert cli.main(["eval", str(gt), "--no-reference", "--metrics", "lpips"]) == 2
+    assert "only niqe" in capsys.readouterr().err
+    assert cli.main(["eval", str(gt), "--metrics", "psnr,brisque"]) == 2

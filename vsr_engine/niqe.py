@@ -129,8 +129,9 @@ def niqe_y(y: np.ndarray, params: Optional[str] = None) -> float:
     mu_p, cov_p, win = _params(params)
     h, w = y.shape
     nh, nw = h // BLOCK, w // BLOCK
-    if nh < 1 or nw < 1:
-        raise ValueError(f"niqe needs at least {BLOCK}x{BLOCK} pixels (got {w}x{h})")
+    if nh < 1 or nw < 1 or nh * nw < 2:
+        raise ValueError(f"niqe needs at least two {BLOCK}x{BLOCK} blocks, e.g. {2 * BLOCK}x{BLOCK} pixels "
+                         f"(got {w}x{h})")
     img = y[:nh * BLOCK, :nw * BLOCK].astype(np.float64)
     feats = []
     for scale in (1, 2):
