@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 PROG = "vsr-engine"
 # modules that may add subcommands: each is imported if present and its register(subparsers) is called
-OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.train", "vsr_engine.distributed.cli")
+OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.train", "vsr_engine.distributed.cli",
+                        "vsr_engine.compare")
 EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
 EXIT_SIGPIPE = 141   # 128 + SIGPIPE: what a shell reports for a program ended by a closed pipe
 _optional_status: dict = {}
