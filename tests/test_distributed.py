@@ -137,6 +137,25 @@ def test_cli_batch_registered_and_one_line_errors(tmp_path, capsys):
     assert cli.main(["batch", str(tmp_path / "missing.mp4"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such file or folder" in err[0]
-    assert cli.main(["batch", BBB, "--out", str(tmp_path / "nope")]) == 2
-    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["batch", BBB, "--out", str(tmp_path / "afile")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
     assert cli.main(["batch", BBB, "--out", str(tmp_path), "--segments", "2", "--segment-frames", "3"]) == 2
+
+
+def test_cli_batch_creates_out_folder_with_parents(tmp_path, monkeypatch):
+    """``--out DIR`` that does not exist yet is created (parents too) before the job starts, as other outputs are."""
+    from vsr_engine import cli
+    from vsr_engine.distributed import job
+    seen = {}
+
+    def fake_run_batch(inputs, out, opts):
+        seen["out_is_dir"] = os.path.isdir(out)
+        return {"outputs": [], "frames": 0, "seconds": 0.0, "segments": 0, "segments_resumed": 0, "failures": [],
+                "merge_seconds": 0.0}
+
+    monkeypatch.setattr(job, "run_batch", fake_run_batch)
+    monkeypatch.setattr("vsr_engine.distributed.cli._ray_or_error", lambda: None)
+    out = tmp_path / "new" / "nested" / "dir"
+    assert cli.main(["batch", BBB, "--out", str(out), "--model", "basicvsr", "-q"]) == 0
+    assert seen == {"out_is_dir": True} and out.is_dir()

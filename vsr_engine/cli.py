@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 PROG = "vsr-engine"
 # modules that may add subcommands: each is imported if present and its register(subparsers) is called
-OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.training.cli", "vsr_engine.distributed.cli")
+OPTIONAL_SUBCOMMANDS = ("vsr_engine.stdo.cli", "vsr_engine.training.cli", "vsr_engine.distributed.cli",
+                        "vsr_engine.compare")
 EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
 EXIT_SIGPIPE = 141   # 128 + SIGPIPE: what a shell reports for a program ended by a closed pipe
 _optional_status: dict = {}
@@ -176,7 +177,7 @@ def cmd_upscale(args) -> int:
     engine = Engine(model, weights=args.weights, device=device, dtype="auto" if args.dtype == "auto" else dtype,
                     window=args.window,
                     overlap=args.overlap, variant=args.variant, tile=args.tile, memory_limit=args.memory_limit,
-                    **extra)
+                    scene_cuts=getattr(args, "scene_cuts", None), **extra)
     if not args.quiet:
         w = engine.weights_path
         _eprint(f"input: {inp}: {info.describe()}")
@@ -254,6 +255,9 @@ def _add_upscale(sp, common):
     g.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"context frames beyond each window (default {DEFAULT_OVERLAP})")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
+    g.add_argument("--scene-cuts", default="on", metavar="on|off|T",
+                   help="treat scene cuts (found on the input frames) as clip boundaries: recurrent state is reset and "
+                        "no window crosses them (default on; T = histogram threshold in (0, 1], default 0.2)")
     e = p.add_argument_group("encoding")
     e.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     e.add_argument("--crf", type=float, default=18, help="constant rate factor (default 18)")

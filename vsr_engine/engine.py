@@ -145,7 +145,8 @@ class Engine:
     def __init__(self, model: Union[str, nn.Module] = "realbasicvsr", weights=None, device=None, dtype=None,
                  window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, variant: Optional[str] = None,
                  queue_size: int = 8, mode: str = "auto", spynet_fp32: Optional[bool] = None, tile: Optional[int] = None,
-                 memory_limit=None, fast: Optional[bool] = None, **model_kwargs):
+                 memory_limit=None, fast: Optional[bool] = None, scene_cuts=None, scene_sad: Optional[float] = None,
+                 **model_kwargs):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._auto_dtype = isinstance(dtype, str) and dtype == "auto"
@@ -161,6 +162,10 @@ class Engine:
             raise VsrInputError(f"tile must be 0 (never tile) or a size in pixels (got {tile})")
         self.memory_limit = None if memory_limit is None else _memory.parse_bytes(memory_limit)
         self.queue_size = queue_size
+        # scene cuts (vsr_engine.scenecut): None = off; else the histogram threshold. Each cut is a clip boundary.
+        from .scenecut import DEFAULT_SAD, parse_scene_cuts
+        self.scene_cuts = parse_scene_cuts(scene_cuts)
+        self.scene_sad = DEFAULT_SAD if scene_sad is None else float(scene_sad)
         if isinstance(model, nn.Module):
             self.model = model
             self.model_name = type(model).__name__.lower()
@@ -244,7 +249,8 @@ class Engine:
         """What determines the output: a resumed run must match these."""
         return {"model": self.model_name, "variant": self.variant, "weights": self.weights_path,
                 "window": self.window, "overlap": self.overlap, "dtype": str(self.dtype).replace("torch.", ""),
-                "scale": self.scale, "mode": self.mode}
+                "scale": self.scale, "mode": self.mode,
+                **({"scene_cuts": [self.scene_cuts, self.scene_sad]} if self.scene_cuts is not None else {})}
 
     def output_size(self, width: int, height: int) -> Tuple[int, int]:
         """(W, H) of the output for a ``width`` x ``height`` input (models may define ``output_size(h, w)``)."""
@@ -369,6 +375,9 @@ class Engine:
         summary.plan = f"{self.plan()}; {host.describe()}"
         summary.window, summary.overlap = self.window, self.overlap
         summary.resumed_from = summary.frames_out = summary.frames_in = start
+        summary.scene_cuts = [] if self.scene_cuts is not None else None
+        scene_carry = {k: v for k, v in (carry or {}).items() if k.startswith("scene_")}
+        carry = {k: v for k, v in (carry or {}).items() if not k.startswith("scene_")} or None
         if carry is not None:
             proc.load_state(carry, self.device, self.dtype)
         info = src.info
@@ -377,7 +386,7 @@ class Engine:
             if self.scale:
                 summary.output_size = self.output_size(info.width, info.height)
         fmt, colour_kw = device_output_format(sink)
-        step = _WindowStep(self, proc, summary, start, fmt, colour_kw, want_state)
+        step = _WindowStep(self, proc, summary, start, fmt, colour_kw, want_state, scene_carry)
         with _PeakMemory(self.device) as mem:
             t0 = time.perf_counter()
             writer = _SinkSide(self, sink, src, summary, progress, t0, mem)
@@ -429,7 +438,7 @@ class _WindowStep:
     each converted on the device to the sink's format, then a window mark. Nothing here waits for the host."""
 
     def __init__(self, engine: Engine, proc, summary: RunSummary, start: int, fmt: str, colour_kw: dict,
-                 want_state: bool):
+                 want_state: bool, scene_carry: Optional[dict] = None):
         self.e = engine
         self.proc = proc                       # memory governor: plans the window (and tiles) on the first frame
         self.W = engine.window
@@ -442,6 +451,40 @@ class _WindowStep:
         self.buf_start: Optional[int] = None
         self.s = start                         # next frame to emit
         self.size: Optional[Tuple[int, int]] = None
+        # scene cuts: each one is a clip boundary (state reset, no window / lookahead / context across it)
+        self.det = None
+        self.scene_start = 0                   # first frame of the current scene
+        self.cuts: List[int] = []              # resolved cuts > scene_start, ascending, not yet reached
+        self.cut_set: set = set()              # every cut found
+        self.pending: List[Tuple[int, torch.Tensor]] = []   # (index, device flag) not yet brought to the host
+        self.stats: list = []                  # detector statistics of the buffered frames (for resume)
+        if engine.scene_cuts is not None:
+            from .scenecut import SceneCutDetector
+            self.det = SceneCutDetector(engine.scene_cuts, engine.scene_sad)
+            sc = scene_carry or {}
+            if "scene_start" in sc:
+                self.scene_start = int(sc["scene_start"])
+            if self.left == 0 and start:       # the source starts at `start`: frame start-1's statistics
+                self.det.load_state(sc, engine.device)
+
+    def _resolve(self):
+        """Bring the pending cut flags to the host (one transfer for all of them)."""
+        if not self.pending:
+            return
+        flags = torch.stack([f for _, f in self.pending]).tolist()
+        for (i, _), f in zip(self.pending, flags):
+            if f and i > self.scene_start:
+                self.cuts.append(i)
+                self.cut_set.add(i)
+                if self.summary.scene_cuts is not None:
+                    self.summary.scene_cuts.append(i)
+        self.pending.clear()
+
+    def _scene_end(self) -> Optional[int]:
+        """The first known cut after the frame to emit next (the end of its scene), or None."""
+        while self.cuts and self.cuts[0] <= self.s:
+            self.cuts.pop(0)
+        return self.cuts[0] if self.cuts else None
 
     def __call__(self, frame):
         fi = frame.info.user
@@ -455,13 +498,23 @@ class _WindowStep:
         with torch.inference_mode():
             self.buf.append(frame.rgb(dtype=self.e.dtype))
         self.infos.append(fi)
+        if self.det is not None:
+            with torch.inference_mode():
+                self.pending.append((fi.index, self.det.push(self.buf[-1])))
+            self.stats.append(self.det.prev)
         if self.buf_start is None:
             self.buf_start = fi.index
         self.summary.frames_in = max(self.summary.frames_in, fi.index + 1)
         W, O = self.W, self.e.overlap
         if self.buf_start + len(self.buf) >= self.s + W + O:
-            return self._window(final=False)
+            return self._windows()
         return None
+
+    def _windows(self) -> Iterator[OutputFrame]:
+        yield from self._window(final=False)
+        if self.det is not None:   # whole scenes that ended before the buffered frames do
+            while self._scene_end() is not None:
+                yield from self._window(final=False)
 
     def flush(self):
         while self.buf_start is not None and self.s < self.buf_start + len(self.buf):
@@ -471,16 +524,28 @@ class _WindowStep:
         W, O, left = self.W, self.e.overlap, self.left
         s, bs = self.s, self.buf_start
         avail_end = bs + len(self.buf)
-        # window [s, e) with lookahead up to la_end; at the end, when the rest fits in window+overlap, take it all
-        if final and avail_end - s <= W + O:
+        cut = None
+        if self.det is not None:
+            self._resolve()
+            if s in self.cut_set and s > self.scene_start:   # a new scene starts here: a new clip
+                self.scene_start = s
+                self.proc.reset_state()
+            cut = self._scene_end()
+        # window [s, e) with lookahead up to la_end; at the end, when the rest fits in window+overlap, take it all.
+        # A scene cut ends the scene as the end of a clip would (clip alone: the rest is taken whole only when
+        # shorter than window+overlap, since a full window+overlap of it would have started a window already).
+        if cut is not None and cut - s < W + O:
+            e = la_end = cut
+        elif final and cut is None and avail_end - s <= W + O:
             e = la_end = avail_end
         else:
             e = min(s + W, avail_end)
-            la_end = min(e + O, avail_end)
-        lo = max(bs, s - left) if left else s
+            la_end = min(e + O, avail_end, cut if cut is not None else avail_end)
+        lo = max(bs, s - left, self.scene_start) if left else s
+        z = self.scene_start   # the processor sees every scene as a clip starting at frame 0
         with torch.inference_mode():
             x = torch.stack(self.buf[lo - bs:la_end - bs]).unsqueeze(0)
-            gen = self.e._step_window(self.proc, x, s, e - s, s - lo)
+            gen = self.e._step_window(self.proc, x, s - z, e - s, s - lo)
             del x
         while True:
             with torch.inference_mode():
@@ -488,6 +553,7 @@ class _WindowStep:
                     i, y = next(gen)
                 except StopIteration:
                     break
+                i += z
                 out = OutputFrame.from_rgb(y, self.infos[i - bs], fmt=self.fmt, **self.colour_kw)
                 del y
             yield out
@@ -495,6 +561,10 @@ class _WindowStep:
         state = None
         if self.want_state:
             state = _memory.snapshot(self.proc.state())
+            if self.det is not None:   # where the scene started and frame e-1's statistics, for resume
+                luma, hist = self.stats[e - 1 - bs]
+                state = dict(state or {}, scene_start=torch.tensor(self.scene_start, dtype=torch.int64),
+                             scene_prev_luma=luma.clone(), scene_prev_hist=hist.clone())
         dev = self.e.device
         yield OutputFrame(torch.empty(0, dtype=torch.uint8, device=dev), _WindowMark(e, state))
         # drop frames no longer needed (keep `left` frames of context for black-box models)
@@ -503,6 +573,7 @@ class _WindowStep:
         if drop > 0:
             del self.buf[:drop]
             del self.infos[:drop]
+            del self.stats[:drop]
             self.buf_start = keep_from
 
 

@@ -336,6 +336,10 @@ class Governor:
     def state(self) -> Optional[dict]:
         return self.proc.state()
 
+    def reset_state(self):
+        """Forget the carried state (a scene cut: a new clip starts) and keep the plan (window, tiles)."""
+        self.proc.reset()
+
     def load_state(self, st, device, dtype):
         self._pending = (st, device, dtype)
         if st is not None and "tile_grid" not in st:

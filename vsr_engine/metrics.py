@@ -40,3 +40,15 @@ def psnr_y(out, gt, crop_border: int = 0) -> float:
     if crop_border:
         a, b = a[crop_border:-crop_border, crop_border:-crop_border], b[crop_border:-crop_border, crop_border:-crop_border]
     return psnr(a, b)
+
+
+def lpips(out, gt, device="cpu", weights=None) -> float:
+    """LPIPS (AlexNet, v0.1) between two RGB images; weights offline (``vsr_engine.lpips``). Lower is better."""
+    from .lpips import lpips as _lpips
+    return _lpips(out, gt, device=device, weights=weights)
+
+
+def niqe(img, crop_border: int = 0, params=None) -> float:
+    """NIQE of one RGB image (no reference; MATLAB parameters, ``vsr_engine.niqe``). Lower is better."""
+    from .niqe import niqe as _niqe
+    return _niqe(img, crop_border=crop_border, params=params)

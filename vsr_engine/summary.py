@@ -55,6 +55,7 @@ class RunSummary:
     stages: Dict[str, float] = dataclasses.field(default_factory=dict)
     bound_by: str = ""
     plan: str = ""                     # how the model step computed (dtype, fast step, CPU plan)
+    scene_cuts: Optional[List[int]] = None  # frames that started a new scene (None: detection off)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +76,9 @@ class RunSummary:
             busy = self.stages.get(self.bound_by, 0.0)
             share = f" ({100 * busy / self.seconds:.0f}% busy)" if self.seconds > 0 else ""
             s += f"; bound by {self.bound_by}{share}"
+        if self.scene_cuts:
+            cuts = ", ".join(map(str, self.scene_cuts[:8])) + (", ..." if len(self.scene_cuts) > 8 else "")
+            s += f"; {len(self.scene_cuts)} scene cut(s) at frame {cuts} (state reset there)"
         if self.resumed_from:
             s += f"; resumed after {self.resumed_from} frames"
         if not self.complete:

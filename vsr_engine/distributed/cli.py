@@ -36,9 +36,13 @@ def cmd_batch(args) -> int:
     from ..video import VsrOutputError
     from .job import expand_inputs
     expand_inputs(args.inputs)          # cheap checks before choosing (and maybe loading) a model
-    if not os.path.isdir(args.out):
-        raise VsrOutputError(f"{args.out}: no such folder (create it first)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise VsrOutputError(f"{args.out}: exists and is not a folder")
     _ray_or_error()
+    try:   # created (with its parents) as every other output path is
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise VsrOutputError(f"{args.out}: cannot create the output folder ({e.strerror or e})") from None
     if args.scale is not None and args.model == "auto":
         args.model = "dscvsr" if args.scale != 4 else "auto"
     model = args.model
@@ -48,6 +52,9 @@ def cmd_batch(args) -> int:
         model = _pick_model(args)
     spec = {"model": model, "weights": args.weights, "variant": args.variant, "window": args.window,
             "overlap": args.overlap, "dtype": args.dtype, "device": args.device, "threads": args.threads or None}
+    from ..scenecut import parse_scene_cuts
+    if parse_scene_cuts(args.scene_cuts) is not None:   # segment borders at cuts, workers reset there
+        spec["scene_cuts"] = parse_scene_cuts(args.scene_cuts)
     if args.scale is not None:
         spec["model_kwargs"] = {"scale": args.scale}
     enc = {"codec": args.codec, "crf": args.crf, "preset": args.preset, "pix_fmt": args.pix_fmt}
@@ -80,7 +87,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "joined by stream copy with the source's audio and subtitles. Needs `pip install vsr_engine[ray]`.")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders of videos")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one NAME.mp4 per input)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder, created with its parents when missing (one NAME.mp4 per input)")
     c = p.add_argument_group("cluster")
     c.add_argument("--address", default=None, help="Ray cluster address (e.g. 10.0.0.1:6379 or auto); default: a "
                                                    "local Ray instance on this machine")
@@ -107,6 +114,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--window", type=int, default=DEFAULT_WINDOW)
     m.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
     m.add_argument("--threads", type=int, default=0)
+    m.add_argument("--scene-cuts", default="on", metavar="on|off|T",
+                   help="scene cuts as clip boundaries; segment borders prefer them (default on)")
     e = p.add_argument_group("encoding (as in upscale)")
     e.add_argument("--codec", default="libx264")
     e.add_argument("--crf", type=float, default=18)

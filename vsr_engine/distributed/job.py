@@ -133,7 +133,11 @@ def _prepare(path: str, out_dir: str, opts: BatchOptions) -> _Job:
     # forward branch must warm up on the left, and the backward branch needs more lookahead than inside one run.
     context = opts.context if opts.context is not None else 2 * int(opts.spec.get("overlap", 8))
     plan_args = {"segments": opts.segments, "segment_frames": opts.segment_frames}
-    segs = plan_segments(len(index), left=context, right=context, **plan_args)
+    cuts = None
+    if opts.spec.get("scene_cuts") is not None:   # borders at scene cuts (found on a small decode of the LR frames)
+        from ..scenecut import detect_in_video
+        cuts = detect_in_video(path, opts.spec["scene_cuts"])
+    segs = plan_segments(len(index), left=context, right=context, cuts=cuts, **plan_args)
     settings = _settings(opts, context, plan_args)
     fp = M.fingerprint(path)
     job_dir = M.job_dir_for(output)

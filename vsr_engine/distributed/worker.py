@@ -50,6 +50,8 @@ def build_engine(spec: dict):
         torch.manual_seed(int(spec["seed"]))
     kw = dict(window=spec.get("window", 32), overlap=spec.get("overlap", 8), device=spec.get("device"),
               dtype=spec.get("dtype"), mode=spec.get("mode", "auto"))
+    if spec.get("scene_cuts") is not None:
+        kw["scene_cuts"] = spec["scene_cuts"]
     if spec.get("factory"):
         mod, _, fn = spec["factory"].partition(":")
         obj = getattr(importlib.import_module(mod), fn)(**spec.get("model_kwargs", {}))
