@@ -135,7 +135,7 @@ def test_bad_input_one_line_error(capsys, tmp_path, clip, tiny_weights, case):
         out, pat = str(tmp_path / "not" / "there" / "out.mp4"), "does not exist"
     elif case == "unknown_model":
         args = ["upscale", inp, out, "--model", "basicvsr++"]
-        pat = "unknown model 'basicvsr++'; choose from: basicvsr, basicvsr-meta, dscvsr, realbasicvsr"
+        pat = "unknown model 'basicvsr++'; choose from: basicvsr, basicvsr-meta, dscvsr, duf, realbasicvsr, tdan, usrda"
     elif case == "weights_of_other_model":
         r = load_model("realbasicvsr", weights=False, num_feat=8, num_propagation_blocks=1, num_cleaning_blocks=1)
         w = tmp_path / "realbasicvsr_tiny.pth"
