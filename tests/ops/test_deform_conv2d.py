@@ -181,3 +181,67 @@ def test_gpu_gradcheck_and_opcheck(backend):
     args = [t.double().requires_grad_() for t in (x, off + 0.37, wt, b, m)]
     assert torch.autograd.gradcheck(lambda *a: _deform_op(*a, [1, 1], [1, 1], [1, 1], backend), args)
     torch.library.opcheck(_deform_op, (*args, [1, 1], [1, 1], [1, 1], backend))
+
+
+# ---- vsr_engine.patch: torchvision / mmcv-shaped modules and module-level functions ---------------------------
+class DeformConv2d(torch.nn.Module):
+    """torchvision.ops.DeformConv2d's shape (name, parameters, forward(input, offset, mask=None)), with the
+    reference as its forward: what patch() must recognise and replace."""
+
+    def __init__(self, cin, cout, k=3, stride=1, padding=1, dilation=1, bias=True):
+        super().__init__()
+        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
+        self.weight = torch.nn.Parameter(torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5)
+        self.bias = torch.nn.Parameter(torch.randn(cout)) if bias else None
+
+    def forward(self, x, offset, mask=None):
+        return deform_conv2d_ref(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+
+class ModulatedDeformConv2d(DeformConv2d):
+    """mmcv.ops.ModulatedDeformConv2d's shape: forward(x, offset, mask)."""
+
+
+class DeformConv2dPack(DeformConv2d):
+    """mmcv's *Pack: computes its own offsets (not the plain forward), so patch() must leave it alone."""
+
+    def forward(self, x):
+        return super().forward(x, torch.zeros(x.shape[0], 18, *x.shape[2:]))
+
+
+deform_conv2d_global = deform_conv2d_ref  # a module-level name that is not "deform_conv2d": untouched
+
+
+class Align(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.off = torch.nn.Conv2d(4, 2 * 2 * 9, 3, padding=1)
+        self.dcn = DeformConv2d(4, 4, bias=False)
+        self.mdcn = ModulatedDeformConv2d(4, 4)
+        self.pack = DeformConv2dPack(4, 4)
+
+    def forward(self, x):
+        off = self.off(x)
+        m = torch.sigmoid(off[:, :18])
+        return self.dcn(x, off) + self.mdcn(x, off, m) + self.pack(x)
+
+
+def test_patch_swaps_deform_modules_and_keeps_state():
+    import importlib
+    patch = importlib.import_module("vsr_engine.patch")
+    torch.manual_seed(3)
+    model = Align()
+    x = torch.randn(1, 4, 6, 7)
+    want = model(x)
+    keys = list(model.state_dict())
+    patch.patch(model)
+    assert type(model.dcn) is patch.DeformConv and type(model.mdcn) is patch.DeformConv
+    assert type(model.pack) is DeformConv2dPack
+    assert patch.patch_report(model)["deform_conv2d"] == 2
+    assert list(model.state_dict()) == keys
+    got = model(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.square().sum().backward()
+    assert model.dcn.weight.grad is not None and model.off.weight.grad is not None
+    patch.unpatch(model)
+    assert type(model.dcn) is DeformConv2d and type(model.mdcn) is ModulatedDeformConv2d
