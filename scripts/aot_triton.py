@@ -395,7 +395,7 @@ def compile_one(r: dict, cc: int) -> dict:
     ones = r.get("ones", [])
     row = {"source": "triton", "module": r["module"], "kernel": r["kernel"], "dtype": r["dtype"], "arch": f"sm_{cc}",
            "config": " ".join([f"{k}={v}" for k, v in sorted(r["const"].items())
-                               if k.startswith("BLOCK") or k in ("DOT", "INT64", "CDT")]
+                               if k.startswith("BLOCK") or k in ("DOT", "INT64", "CDT", "NGC", "CGC")]
                               + ([f"=1:{','.join(ones)}"] if ones else [])
                               + [f"%16:{','.join(k for k in ints if k in r.get('div', ())) or '-'}"]),
            "num_warps": r["opts"].get("num_warps", 4), "cases": "; ".join(sorted(r["cases"]))}

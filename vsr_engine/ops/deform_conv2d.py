@@ -470,7 +470,8 @@ def _triton_bwd(grad, input, offset, weight, mask, stride, padding, dilation, ne
     gm = torch.zeros(mask.shape, device=input.device, dtype=cdt) if need_m else None
     if need_x or need_off or need_m:
         _bwd_data_kernel[(cdiv(ho * wo, cfg.block_p), n * groups)](
-            xh, off, msk, wk, g, gx, goff, gm, *ga, NEED_X=need_x, NEED_OFF=need_off, NEED_MASK=need_m, **common)
+            xh, off, msk, wk, g, gx, goff, gm, *ga, NEED_X=need_x, NEED_OFF=need_off, NEED_MASK=need_m,
+            **dict(common, num_warps=cfg.num_warps if INTERPRET else 8))  # 4 warps: 255 regs, spills at sm_80
     gw = None
     if need_w:
         nch = cdiv(cpg, cfg.ngc * cfg.cgc)
