@@ -90,8 +90,8 @@ def test_equals_torchvision(impl, request):
 def test_matches_reference(impl, dtype, shape, request):
     """The project's rule (tests/ops/op_testing.py): fp32 within max(2 x torch fp32's own error, 1e-5 + 1e-5 |ref|)
     of the fp64 reference; 16-bit within 2 x torch's 16-bit error + 1 ulp. Output and all five gradients."""
-    if dtype == torch.bfloat16 and impl != "triton":
-        pytest.skip("bf16 through the triton path only on CPU (one 16-bit dtype per implementation keeps this short)")
+    if dtype != torch.float32 and shape is not SHAPES[1]:
+        pytest.skip("16-bit on one shape (the interpreter is slow; the GPU tests take every shape)")
     activate(impl, request)
     n, cin, cout, h, w, k, s, p, d, dg, groups, mask = shape
     args = inputs(n, cin, cout, h, w, k, s, p, d, dg, groups, mask)
