@@ -441,6 +441,7 @@ class Proof:
         from vsr_engine.ops import (clean_step, clean_step_ref, dwpw_conv2d, dwpw_conv2d_ref, flow_warp, flow_warp_ref,
                                     meta_upscale, meta_upscale_ref, pixel_shuffle_lrelu, pixel_shuffle_lrelu_ref)
         from vsr_engine.ops import dyn_upsample, dyn_upsample_ref
+        from vsr_engine.ops import deform_conv2d, deform_conv2d_ref
         dev = self.dev
         sizes = [(12, 16)] if self.smoke else [(180, 320), (540, 960)]
         ch = 8 if self.smoke else 64
@@ -464,6 +465,13 @@ class Proof:
                           lambda f, *p, sc=sc: meta_upscale(f, sc, *p),
                           lambda f, *p, sc=sc: meta_upscale_ref(f, sc, *p),
                           (0, 1, 2, 3, 4), 2 * 9 * ch * 3 * int(sc * h) * int(sc * w)))
+        for h, w in sizes:  # TDAN's alignment: 64 channels, 8 deformable groups, 3x3, offsets of a few pixels
+            cases.append(("deform_conv2d", f"{ch}->{ch} k3 dg8 {h}x{w}",
+                          lambda dt, h=h, w=w: [rnd(1, ch, h, w, dt=dt), rnd(1, 8 * 18, h, w, dt=dt) * 2,
+                                                rnd(ch, ch, 3, 3, dt=dt) / 24, rnd(ch, dt=dt)],
+                          lambda x, o, w_, b: deform_conv2d(x, o, w_, b, padding=1),
+                          lambda x, o, w_, b: deform_conv2d_ref(x, o, w_, b, padding=1), (0, 1, 2, 3),
+                          2 * 9 * ch * ch * h * w))
         for (h, w), tag in zip(sizes if self.smoke else [(180, 320), (360, 640)], ("tail 2x", "tail 4x")):
             cases.append(("pixel_shuffle", f"{ch}ch {tag} {h}x{w}->{2 * h}x{2 * w} +bias lrelu",
                           lambda dt, h=h, w=w: [rnd(1, 4 * ch, h, w, dt=dt), rnd(4 * ch, dt=dt)],
@@ -491,6 +499,10 @@ class Proof:
                 for impl in ("eager", "triton", "cuda", "cupy"):
                     if time.perf_counter() > deadline:
                         skipped += 1
+                        continue
+                    if impl != "eager" and impl not in _backend.IMPLEMENTS.get(op, _backend.BACKENDS):
+                        rows.append({"op": op, "case": case, "dtype": dname, "impl": impl, "pass": "-",
+                                     "ms": None, "note": "not implemented for this op"})
                         continue
                     if impl != "eager":
                         ok, why = _backend._USABLE[impl](self.dev.type)

@@ -150,7 +150,39 @@ def _cases() -> List[Tuple[str, Callable[[torch.dtype], None]]]:
             meta_upscale._triton_apply_bwd(t(1, 3, oh, ow, dtype=dt), feat, wt, tb, 3, True, True)
         return go
 
+    def fwp(h, w, flow_dtype):
+        """flow_warp as the models launch it: flow (N, 2, H, W) permuted to (N, H, W, 2) (unit stride on W, not on
+        the pair), fp32 flows beside 16-bit features, d/dx alone and d/dflow alone as well as both."""
+        def go(dt):
+            fd = dt if flow_dtype is None else flow_dtype
+            x, fl = t(2, 64, h, w, dtype=dt), t(2, 2, h, w, dtype=fd).permute(0, 2, 3, 1)
+            for pm in ("zeros", "border"):
+                flow_warp._triton_fwd(x, fl, pm, True)
+                for need in ((True, True), (True, False), (False, True)):
+                    flow_warp._triton_bwd(x, x, fl, pm, True, *need)
+        return go
+
+    def dc(h, w, cin, cout, dg, mask):
+        def go(dt):
+            import importlib
+            deform = importlib.import_module("vsr_engine.ops.deform_conv2d")
+            x, off = t(1, cin, h, w, dtype=dt), t(1, 2 * dg * 9, h, w, dtype=dt)
+            wt, b = t(cout, cin, 3, 3, dtype=dt), t(cout, dtype=dt)
+            m = t(1, dg * 9, h, w, dtype=dt) if mask else None
+            deform._triton_fwd(x, off, wt, b, m, (1, 1), (1, 1), (1, 1), h, w)
+            deform._triton_bwd(t(1, cout, h, w, dtype=dt), x, off, wt, m, (1, 1), (1, 1), (1, 1),
+                               [True, True, True, bool(mask)])
+        return go
+
     cases = []
+    for h, w in ((180, 320), (270, 480)):
+        cases += [(f"flow_warp 64ch {h}x{w} permuted flow", fwp(h, w, None)),
+                  (f"flow_warp 64ch {h}x{w} permuted fp32 flow", fwp(h, w, torch.float32)),
+                  (f"deform_conv2d 64->64 dg8 {h}x{w} (TDAN)", dc(h, w, 64, 64, 8, False)),
+                  (f"deform_conv2d 64->64 dg8 mask {h}x{w} (DCNv2)", dc(h, w, 64, 64, 8, True)),
+                  (f"deform_conv2d 64->64 dg1 {h}x{w}", dc(h, w, 64, 64, 1, False))]
+    cases += [("deform_conv2d 3->8 dg1 64x64", dc(64, 64, 3, 8, 1, True)),
+              ("deform_conv2d 128->64 dg16 64x64", dc(64, 64, 128, 64, 16, False))]
     for h, w in ((180, 320), (540, 960)):
         cases += [(f"flow_warp 64ch {h}x{w}", fw(h, w)), (f"dwpw_conv2d 64->64 {h}x{w}", dw(h, w, 64, 64)),
                   (f"pixel_shuffle x2 64ch {h}x{w}", ps(h, w, 2, 64)),
@@ -385,7 +417,7 @@ def compile_one(r: dict, cc: int) -> dict:
     ones = r.get("ones", [])
     row = {"source": "triton", "module": r["module"], "kernel": r["kernel"], "dtype": r["dtype"], "arch": f"sm_{cc}",
            "config": " ".join([f"{k}={v}" for k, v in sorted(r["const"].items())
-                               if k.startswith("BLOCK") or k in ("DOT", "INT64", "CDT")]
+                               if k.startswith("BLOCK") or k in ("DOT", "INT64", "CDT", "NGC", "CGC")]
                               + ([f"=1:{','.join(ones)}"] if ones else [])
                               + [f"%16:{','.join(k for k in ints if k in r.get('div', ())) or '-'}"]),
            "num_warps": r["opts"].get("num_warps", 4), "cases": "; ".join(sorted(r["cases"]))}

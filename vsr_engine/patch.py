@@ -10,6 +10,12 @@ What ``patch`` swaps, in place:
     named ``flow_warp`` in the module that defines the class (BasicSR's ``basicvsr_arch``, ``spynet_arch``,
     mmagic's editors, ...) is replaced by ``ops.flow_warp`` (same signature, BasicSR's and mmagic's keywords).
     This changes that Python module for every model using it until the last patched model is unpatched.
+    A global named ``deform_conv2d`` (``from torchvision.ops import deform_conv2d``) is replaced by
+    ``ops.deform_conv2d`` the same way;
+  * every module whose class is exactly ``DeformConv2d`` (torchvision.ops, mmcv.ops) or ``ModulatedDeformConv2d``
+    (mmcv.ops) -> ``DeformConv`` calling ``ops.deform_conv2d`` with its weight, bias, stride, padding, dilation
+    (subclasses that compute their own offsets, mmcv's ``*Pack`` / mmagic's ``AugmentedDeformConv2dPack``, are left
+    alone: their forward is not the plain one).
 
 Parameters are shared, not copied, and keep their ``state_dict`` keys (the fused module registers the depthwise
 conv's ``weight``/``bias``, the placeholder the pointwise conv's), so optimizers, checkpoints and ``.to()`` keep
@@ -25,7 +31,7 @@ import torch.nn as nn
 
 from . import ops
 
-__all__ = ["patch", "unpatch", "PixelShuffle", "DepthwisePointwise", "FusedAway"]
+__all__ = ["patch", "unpatch", "PixelShuffle", "DepthwisePointwise", "FusedAway", "DeformConv"]
 
 
 def _keep(module: nn.Module, name: str, value) -> None:
@@ -89,6 +95,34 @@ class FusedAway(nn.Module):
         return x
 
 
+class DeformConv(nn.Module):
+    """A torchvision / mmcv ``DeformConv2d`` or mmcv ``ModulatedDeformConv2d`` running ``ops.deform_conv2d``:
+    forward(x, offset, mask=None), the original's parameters under their own names."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        for name, p in original.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        _keep(self, "_vsr_original", original)
+
+    def forward(self, x, offset, mask=None):
+        o = self._vsr_original
+        return ops.deform_conv2d(x, offset, self.weight, getattr(self, "bias", None), _pair(o.stride),
+                                 _pair(o.padding), _pair(o.dilation), mask)
+
+
+_DEFORM_CLASSES = ("DeformConv2d", "ModulatedDeformConv2d")
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _is_deform(m: nn.Module) -> bool:
+    return (type(m).__name__ in _DEFORM_CLASSES and isinstance(getattr(m, "weight", None), nn.Parameter)
+            and m.weight.dim() == 4 and all(hasattr(m, a) for a in ("stride", "padding", "dilation")))
+
+
 def _is_depthwise(m: nn.Module) -> bool:
     if type(m) is not nn.Conv2d:
         return False
@@ -115,15 +149,16 @@ def _swap_globals(model: nn.Module) -> List[Tuple[str, str]]:
         pymod = sys.modules.get(modname)
         if pymod is None or modname.startswith(("torch.", "vsr_engine.ops")):
             continue
-        fn = getattr(pymod, "flow_warp", None)
-        key = (modname, "flow_warp")
-        if key in _GLOBALS:
-            _GLOBALS[key][1] += 1
-            done.append(key)
-        elif callable(fn) and fn is not ops.flow_warp:
-            _GLOBALS[key] = [fn, 1]
-            setattr(pymod, "flow_warp", ops.flow_warp)
-            done.append(key)
+        for attr, ours in (("flow_warp", ops.flow_warp), ("deform_conv2d", ops.deform_conv2d)):
+            fn = getattr(pymod, attr, None)
+            key = (modname, attr)
+            if key in _GLOBALS:
+                _GLOBALS[key][1] += 1
+                done.append(key)
+            elif callable(fn) and fn is not ours:
+                _GLOBALS[key] = [fn, 1]
+                setattr(pymod, attr, ours)
+                done.append(key)
     return done
 
 
@@ -131,9 +166,9 @@ def patch(model: nn.Module) -> nn.Module:
     """Swap in the vsr_engine ops (see the module docstring); returns ``model``. Idempotent."""
     if getattr(model, "_vsr_patch", None) is not None:
         return model
-    counts = {"pixel_shuffle": 0, "dwpw_conv2d": 0, "flow_warp_globals": 0}
+    counts = {"pixel_shuffle": 0, "dwpw_conv2d": 0, "deform_conv2d": 0, "flow_warp_globals": 0}
     for parent in list(model.modules()):
-        if isinstance(parent, (PixelShuffle, DepthwisePointwise, FusedAway)):
+        if isinstance(parent, (PixelShuffle, DepthwisePointwise, FusedAway, DeformConv)):
             continue
         items = list(parent._modules.items())
         fused_from = -1
@@ -141,6 +176,9 @@ def patch(model: nn.Module) -> nn.Module:
             if type(child) is nn.PixelShuffle:
                 parent._modules[name] = PixelShuffle(child)
                 counts["pixel_shuffle"] += 1
+            if _is_deform(child):
+                parent._modules[name] = DeformConv(child)
+                counts["deform_conv2d"] += 1
             if not isinstance(parent, nn.Sequential) or i <= fused_from or not _is_depthwise(child):
                 continue
             if i + 1 < len(items) and _is_pointwise(items[i + 1][1], child.out_channels):
@@ -165,7 +203,7 @@ def unpatch(model: nn.Module) -> nn.Module:
     state = getattr(model, "_vsr_patch", None)
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
-            if isinstance(child, (PixelShuffle, DepthwisePointwise, FusedAway)):
+            if isinstance(child, (PixelShuffle, DepthwisePointwise, FusedAway, DeformConv)):
                 parent._modules[name] = child._vsr_original
     if state is not None:
         for key in state["globals"]:

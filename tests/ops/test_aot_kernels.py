@@ -23,7 +23,9 @@ TRITON_KERNELS = {("flow_warp", "_fwd_kernel"), ("flow_warp", "_bwd_kernel"), ("
                   ("pixel_shuffle", "_bwd_kernel"), ("meta_upscale", "_fwd_kernel"),
                   ("meta_upscale", "_bwd_feat_kernel"), ("meta_upscale", "_bwd_wt_kernel"),
                   ("clean_step", "_fwd_kernel"), ("clean_step", "_bwd_kernel"), ("dyn_upsample", "_fwd_kernel"),
-                  ("dyn_upsample", "_bwd_kernel"), ("dyn_upsample", "_bwd_x_kernel")}
+                  ("dyn_upsample", "_bwd_kernel"), ("dyn_upsample", "_bwd_x_kernel"),
+                  ("deform_conv2d", "_fwd_kernel"), ("deform_conv2d", "_bwd_data_kernel"),
+                  ("deform_conv2d", "_bwd_weight_kernel")}
 
 
 def _rows(path):

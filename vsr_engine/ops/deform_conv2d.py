@@ -88,37 +88,50 @@ def _check(input, offset, weight, bias, stride, padding, dilation, mask):
 
 
 # ============================================================================================ reference
-def _sample_columns(input, offset, mask, g, kh, kw, stride, padding, dilation, out_hw):
-    """The deformable im2col: (N, Cin, kh*kw, Ho*Wo) bilinear samples (times the mask), in input's dtype math.
-    Plain torch ops (gather), so autograd gives every gradient."""
+def _ref_corners(input, offset, g, kh, kw, stride, padding, dilation, out_hw):
+    """The bilinear geometry of every (image, group, tap, output pixel): four (flat pixel index, weight) pairs,
+    weight 0 for a corner outside the image (its index clamped inside), and the fractional parts (ly, lx); all
+    (N, G, taps, P). Plain torch ops: differentiable in offset by autograd."""
     n, cin, h, w = input.shape
     ho, wo = out_hw
-    taps, cg = kh * kw, cin // g
-    dt = input.dtype
+    taps, dt = kh * kw, input.dtype
     off = offset.to(dt).reshape(n, g, taps, 2, ho * wo)
     ti = torch.arange(taps, device=input.device)
     base_y = (torch.arange(ho, device=input.device) * stride[0] - padding[0]).to(dt)
     base_x = (torch.arange(wo, device=input.device) * stride[1] - padding[1]).to(dt)
-    tap_y = ((ti // kw) * dilation[0]).to(dt)
-    tap_x = ((ti % kw) * dilation[1]).to(dt)
-    py = (base_y[:, None].expand(ho, wo).reshape(-1)[None, :] + tap_y[:, None])  # (taps, P)
-    px = (base_x[None, :].expand(ho, wo).reshape(-1)[None, :] + tap_x[:, None])
+    py = base_y[:, None].expand(ho, wo).reshape(-1)[None, :] + ((ti // kw) * dilation[0]).to(dt)[:, None]
+    px = base_x[None, :].expand(ho, wo).reshape(-1)[None, :] + ((ti % kw) * dilation[1]).to(dt)[:, None]
     y = py + off[:, :, :, 0]  # (N, G, taps, P)
     x = px + off[:, :, :, 1]
     y0f, x0f = torch.floor(y), torch.floor(x)
     ly, lx = y - y0f, x - x0f
     y0, x0 = y0f.long(), x0f.long()
-    flat = input.reshape(n, g, cg, h * w)
-    cols = 0
+    out = []
     for cy, cx, wgt in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
                         (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
         ok = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
-        idx = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).reshape(n, g, 1, taps * ho * wo)
-        v = torch.gather(flat, 3, idx.expand(n, g, cg, taps * ho * wo)).reshape(n, g, cg, taps, ho * wo)
-        cols = cols + v * (wgt * ok.to(dt))[:, :, None]
+        out.append((cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1), wgt * ok.to(dt), ok))
+    return out, ly, lx
+
+
+def _take(flat, idx):
+    """flat (N, G, cg, H*W), idx (N, G, taps, P) -> (N, G, cg, taps, P)."""
+    n, g, cg, _ = flat.shape
+    _, _, taps, p = idx.shape
+    i = idx.reshape(n, g, 1, taps * p).expand(n, g, cg, taps * p)
+    return torch.gather(flat, 3, i).reshape(n, g, cg, taps, p)
+
+
+def _sample_columns(input, offset, mask, g, kh, kw, stride, padding, dilation, out_hw):
+    """The deformable im2col: (N, Cin, kh*kw, Ho*Wo) bilinear samples (times the mask), in input's dtype."""
+    n, cin, h, w = input.shape
+    ho, wo = out_hw
+    corners, _, _ = _ref_corners(input, offset, g, kh, kw, stride, padding, dilation, out_hw)
+    flat = input.reshape(n, g, cin // g, h * w)
+    cols = sum(_take(flat, idx) * wgt[:, :, None] for idx, wgt, _ in corners)
     if mask is not None:
-        cols = cols * mask.to(dt).reshape(n, g, 1, taps, ho * wo)
-    return cols.reshape(n, cin, taps, ho * wo)
+        cols = cols * mask.to(input.dtype).reshape(n, g, 1, kh * kw, ho * wo)
+    return cols.reshape(n, cin, kh * kw, ho * wo)
 
 
 def deform_conv2d_ref(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
@@ -457,7 +470,8 @@ def _triton_bwd(grad, input, offset, weight, mask, stride, padding, dilation, ne
     gm = torch.zeros(mask.shape, device=input.device, dtype=cdt) if need_m else None
     if need_x or need_off or need_m:
         _bwd_data_kernel[(cdiv(ho * wo, cfg.block_p), n * groups)](
-            xh, off, msk, wk, g, gx, goff, gm, *ga, NEED_X=need_x, NEED_OFF=need_off, NEED_MASK=need_m, **common)
+            xh, off, msk, wk, g, gx, goff, gm, *ga, NEED_X=need_x, NEED_OFF=need_off, NEED_MASK=need_m,
+            **dict(common, num_warps=cfg.num_warps if INTERPRET else 8))  # 4 warps: 255 regs, spills at sm_80
     gw = None
     if need_w:
         nch = cdiv(cpg, cfg.ngc * cfg.cgc)
@@ -482,15 +496,44 @@ def _cuda_bwd(grad, input, offset, weight, mask, stride, padding, dilation, need
 
 # ============================================================================================ custom op
 def _torch_bwd(grad, input, offset, weight, mask, stride, padding, dilation, need):
-    """Backward of the reference by autograd, in fp32 (fp64 for fp64)."""
+    """Explicit backward of the reference in torch, in fp32 (fp64 for fp64): d/dcolumns = weight^T grad, then the
+    bilinear chain rule (scatter_add to the corners, corner differences for the offsets). Explicit because a
+    custom op's implementation runs below autograd."""
     cdt = acc_dtype(input.dtype)
-    leaves = [t.detach().to(cdt).requires_grad_(bool(w)) if t is not None else None
-              for t, w in zip((input, offset, weight, mask), need)]
-    with torch.enable_grad():
-        out = deform_conv2d_ref(leaves[0], leaves[1], leaves[2], None, stride, padding, dilation, leaves[3])
-        wanted = [t for t, w in zip(leaves, need) if w and t is not None]
-        got = iter(torch.autograd.grad(out, wanted, grad.to(cdt), allow_unused=True) if wanted else ())
-    return tuple(next(got) if (w and t is not None) else None for t, w in zip(leaves, need))
+    n, cin, h, w = input.shape
+    cout, cpg, kh, kw = weight.shape
+    ho, wo = grad.shape[2:]
+    taps, p = kh * kw, ho * wo
+    groups, g = cin // cpg, offset.shape[1] // (2 * taps)
+    x = input.to(cdt)
+    m = mask.to(cdt).reshape(n, g, 1, taps, p) if mask is not None else None
+    corners, ly, lx = _ref_corners(x, offset, g, kh, kw, stride, padding, dilation, (ho, wo))
+    flat = x.reshape(n, g, cin // g, h * w)
+    vals = [_take(flat, idx) * ok[:, :, None].to(cdt) for idx, _, ok in corners]  # zero outside
+    raw = sum(v * wgt[:, :, None] for v, (_, wgt, _) in zip(vals, corners))  # (N, G, cg, taps, P), unmasked
+    go = grad.to(cdt).reshape(n, groups, cout // groups, p)
+    wm = weight.to(cdt).reshape(groups, cout // groups, cpg * taps)
+    gcol = torch.einsum("gok,ngop->ngkp", wm, go).reshape(n, g, cin // g, taps, p)
+    gx = goff = gw = gm = None
+    if need[2]:
+        cols = (raw if m is None else raw * m).reshape(n, groups, cpg * taps, p)
+        gw = torch.einsum("ngop,ngkp->gok", go, cols).reshape(weight.shape)
+    if need[3] and mask is not None:
+        gm = (gcol * raw).sum(2).reshape(mask.shape)
+    gcm = gcol if m is None else gcol * m
+    if need[0]:
+        acc = torch.zeros_like(flat)
+        for idx, wgt, _ in corners:
+            src = (gcm * wgt[:, :, None]).reshape(n, g, cin // g, taps * p)
+            acc.scatter_add_(3, idx.reshape(n, g, 1, taps * p).expand_as(src), src)
+        gx = acc.reshape(input.shape)
+    if need[1]:
+        v00, v01, v10, v11 = vals
+        lye, lxe = ly[:, :, None], lx[:, :, None]
+        gy = (gcm * ((1 - lxe) * (v10 - v00) + lxe * (v11 - v01))).sum(2)
+        gxo = (gcm * ((1 - lye) * (v01 - v00) + lye * (v11 - v10))).sum(2)
+        goff = torch.stack((gy, gxo), 3).reshape(offset.shape)
+    return gx, goff, gw, gm
 
 
 @torch.library.custom_op("vsr_engine::deform_conv2d", mutates_args=())
