@@ -192,6 +192,3 @@ class BlackBox:
         for k in range(n_emit):
             yield s + k, y[0, left + k]
 
-
-# old private names
-_SplitBidirectional, _BlackBox, _unwrap = SplitBidirectional, BlackBox, unwrap

@@ -53,7 +53,7 @@ class JobError(VsrError):
 class BatchOptions:
     spec: dict = dataclasses.field(default_factory=lambda: {"model": "basicvsr"})  # worker.build_engine spec
     enc: dict = dataclasses.field(default_factory=lambda: {"codec": "libx264", "crf": 18, "preset": "medium",
-                                                           "pix_fmt": "yuv420p"})
+                                                           "pix_fmt": None})   # None: the input's bit depth
     segments: Optional[int] = None          # split every video into this many segments ...
     segment_frames: Optional[int] = None    # ... or into segments of this many frames (default 300)
     context: Optional[int] = None           # context frames on each side (default: twice the engine's overlap)
@@ -122,7 +122,7 @@ def _prepare(path: str, out_dir: str, opts: BatchOptions) -> _Job:
     output = os.path.join(out_dir, name)
     if os.path.abspath(output) == os.path.abspath(path):
         raise VsrOutputError(f"{output}: the output would replace its input")
-    fmt = check_video_options(output, opts.enc.get("codec", "libx264"), opts.enc.get("pix_fmt", "yuv420p"))
+    fmt = check_video_options(output, opts.enc.get("codec", "libx264"), opts.enc.get("pix_fmt"))
     check_stream_copy(path, fmt)
     r = VideoReader(path)
     info = r.info

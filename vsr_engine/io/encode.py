@@ -3,7 +3,8 @@ preset medium) into one committed segment per engine window inside ``OUTPUT.part
 segments with the source's audio/subtitle streams (packet copy) and renames onto the target only when complete.
 PTS and time base (VFR stays VFR), frame rate (declared in the final container too), colour tags, rotation, pixel
 aspect ratio, bit depth and HDR10 metadata (mastering display, content light level) are kept. Also the option checks
-made before any work (codec, pixel format, stream copy, output size) and container-format guessing."""
+made before any work (codec, pixel format, stream copy, output size), container-format guessing, and
+:func:`open_sink` (a sink from a path, folder, callable or sink object)."""
 from __future__ import annotations
 
 import json
@@ -14,11 +15,10 @@ from fractions import Fraction
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from .common import FrameInfo, SourceInfo, VsrInputError, VsrOutputError, _av, _ffmpeg_msg
+from .common import FrameInfo, SourceInfo, VsrInputError, VsrOutputError, _av, _ffmpeg_msg, open_input
 from .frames import _AVRANGE, _TAGS_FOR, _is_rgb_format, rgb_to_frame
-from .decode import _open_input
 from .resume import STATE_VERSION, _abort_partial, _atomic_write, _commit_state, _prepare_partial, check_output_path, discard_file, partial_dir_for, publish_file
-from .sinks import _Sink
+from .sinks import CallableSink, FolderSink, Sink
 
 
 _CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
@@ -57,7 +57,7 @@ def check_stream_copy(src_path, fmt_name: str, video_codec: Optional[str] = None
     """Every audio/subtitle stream of ``src_path`` (a path or :class:`VideoBytes`) must fit a ``fmt_name``
     container as it is (else say so now, naming the output extensions that would hold them all)."""
     av = _av()
-    with _open_input(src_path) as src:
+    with open_input(src_path) as src:
         streams = _copyable_streams(src)
         bad = _holds(fmt_name, streams)
         if bad is None:
@@ -181,7 +181,7 @@ def check_video_options(path: str, codec: str = "libx264", pix_fmt: Optional[str
     return fmt_name
 
 
-class VideoFileSink(_Sink):
+class VideoFileSink(Sink):
     """Encode RGB frames to a video file; keeps timing, colour tags and rotation; copies audio/subtitles.
 
     ``codec`` (default ``libx264``), ``crf`` (18), ``preset`` (``medium``), ``pix_fmt`` (default: the input's
@@ -198,15 +198,10 @@ class VideoFileSink(_Sink):
                  resume: bool = False, inputs: Sequence[str] = (), copy_streams: bool = True,
                  audio_from=None, format: Optional[str] = None, settings: Optional[dict] = None,
                  faststart: bool = True, copy_span: Optional[Tuple[float, float]] = None):
-        av = _av()
         self.path = check_output_path(os.fspath(path), inputs=inputs, force=force, resume=resume)
         self.force, self.resume = force, resume
         self.partial = partial_dir_for(self.path)
-        self.codec, self.crf, self.preset = codec, crf, preset
-        self.pix_fmt_given = pix_fmt
-        self.pix_fmt = pix_fmt or default_pix_fmt(codec)     # final once the source is known (prepare)
-        self.hdr_warning: Optional[str] = None
-        self.extra_options = dict(options or {})
+        self._init_encoder(codec, crf, preset, pix_fmt, options)
         self.copy_streams = copy_streams
         self.audio_from = audio_from
         self.copy_span = None if copy_span is None else (float(copy_span[0]), float(copy_span[1]))
@@ -219,6 +214,16 @@ class VideoFileSink(_Sink):
                          "options": self.extra_options, **(settings or {})}
         self._state = {"version": STATE_VERSION, "kind": "video", "settings": self.settings, "frames_done": 0,
                        "segments": []}
+        self.copy_counts: Dict[int, dict] = {}   # source stream index -> audio/subtitle packets read/written/dropped
+        _prepare_partial(self, inputs)
+
+    def _init_encoder(self, codec, crf, preset, pix_fmt, options):
+        """The encoder settings and per-run counters (shared with :class:`SegmentSink`)."""
+        self.codec, self.crf, self.preset = codec, crf, preset
+        self.pix_fmt_given = pix_fmt
+        self.pix_fmt = pix_fmt or default_pix_fmt(codec)     # final once the source is known (prepare)
+        self.hdr_warning: Optional[str] = None
+        self.extra_options = dict(options or {})
         self._start, self._carry = 0, None
         self._seg = None            # (container, stream, tmp path, final name, first index)
         self._seg_frames = 0
@@ -226,9 +231,7 @@ class VideoFileSink(_Sink):
         self._size: Optional[Tuple[int, int]] = None
         self._last_pts: Optional[int] = None
         self._frames_written = 0
-        self.copy_counts: Dict[int, dict] = {}   # source stream index -> audio/subtitle packets read/written/dropped
         self.loss_warning: Optional[str] = None  # frames the encoder swallowed (see _count_encoded)
-        _prepare_partial(self, inputs)
 
     def resume_point(self):
         return self._start, self._carry
@@ -279,10 +282,10 @@ class VideoFileSink(_Sink):
             return Fraction(info.time_base)
         return Fraction(1, 25) if not (info and info.fps) else 1 / Fraction(info.fps)
 
-    def _open_segment(self, first_index: int):
+    def _open_segment(self, first_index: int, tmp: Optional[str] = None):
         av = _av()
         name = f"seg_{first_index:09d}{self.seg_ext}"
-        tmp = os.path.join(self.partial, name + ".tmp")
+        tmp = tmp or os.path.join(self.partial, name + ".tmp")
         c = av.open(tmp, "w", format=self.seg_format)
         info = self._info
         rate = info.fps if (info and info.fps) else None
@@ -325,7 +328,7 @@ class VideoFileSink(_Sink):
                 pass
         self._seg = (c, s, tmp, name, first_index)
         self._seg_frames = 0
-        self._seg_packets: List[List[Optional[int]]] = []   # [pts, dts] of every packet, in mux order
+        self._seg_packets: List[list] = []                  # [pts, dts, key] of every packet, in mux order
         self._seg_durations: Dict[int, int] = {}            # frame pts -> duration (time base units)
         self._seg_index: Dict[int, int] = {}                # frame pts -> frame index (to name a lost frame)
 
@@ -379,7 +382,7 @@ class VideoFileSink(_Sink):
     def _count_encoded(self):
         """Frames handed to the encoder against the packets it gave for this segment: a frame the encoder
         swallowed is counted and named (``loss_warning``; the run ends incomplete), never passed silently."""
-        got = {pt for pt, _ in self._seg_packets if pt is not None}
+        got = {pt for pt, *_ in self._seg_packets if pt is not None}
         lost = sorted(i for pt, i in self._seg_index.items() if pt not in got)
         n = self._seg_frames - len(self._seg_packets)
         if n <= 0 and not lost:
@@ -390,7 +393,7 @@ class VideoFileSink(_Sink):
                              + (f": frame #{', #'.join(map(str, named))}" if named else ""))
 
     def _mux(self, c, p):
-        self._seg_packets.append([p.pts, p.dts])
+        self._seg_packets.append([p.pts, p.dts, bool(p.is_keyframe)])
         c.mux(p)
 
     def commit(self, frames_done: int, state: Optional[dict] = None):
@@ -406,7 +409,7 @@ class VideoFileSink(_Sink):
             # exact timing of every packet, whatever the segment container rounds (edit lists, ms clocks)
             tb = self._time_base()
             side = {"time_base": f"{tb.numerator}/{tb.denominator}",
-                    "packets": [[pt, dt, self._seg_durations.get(pt)] for pt, dt in self._seg_packets]}
+                    "packets": [[pt, dt, self._seg_durations.get(pt)] for pt, dt, _ in self._seg_packets]}
             _atomic_write(os.path.join(self.partial, name + ".json"), json.dumps(side).encode())
             os.replace(tmp, os.path.join(self.partial, name))
             self._state["segments"].append({"file": name, "first": first, "frames": self._seg_frames})
@@ -437,7 +440,7 @@ class VideoFileSink(_Sink):
         try:
             copied = []
             if self.copy_streams and self.audio_from:
-                src = _open_input(self.audio_from)
+                src = open_input(self.audio_from)
                 copied = _copyable_streams(src)
             opts = {}
             if self.format in _MP4_FAMILY:
@@ -589,6 +592,77 @@ class VideoFileSink(_Sink):
                 break
 
 
+class SegmentSink(VideoFileSink):
+    """Stage 5 for one segment of a batch job (``vsr_engine.distributed``): the encoder of :class:`VideoFileSink`
+    (settings, colour tags, SAR, rotation, bit depth, HDR10, frame timing: all from the source's
+    :class:`SourceInfo`) writing one file ``path`` in container ``format``, with closed GOPs. Only the frames whose
+    PTS are in ``keep`` (the segment's own) are encoded; the context frames around them are dropped. No audio (the
+    merge copies the source's audio/subtitle packets once for the whole video), no partial folder: the caller
+    verifies the file and renames it. ``finish()`` closes the file and returns its path; :attr:`packets` then holds
+    ``[pts, dts, duration, key]`` of every packet in file order (the exact timing, whatever the container rounds).
+    """
+    resumable = False
+
+    def __init__(self, path, keep: Sequence[int], *, format: str = "mp4", codec: str = "libx264",
+                 crf: Optional[float] = 18, preset: Optional[str] = "medium", pix_fmt: Optional[str] = None,
+                 options: Optional[Dict[str, str]] = None):
+        self.path = os.fspath(path)
+        self.partial = os.path.dirname(os.path.abspath(self.path))
+        self._init_encoder(codec, crf, preset, pix_fmt, options)
+        if codec in ("libx264", "libx265"):
+            self.extra_options.setdefault("flags", "+cgop")   # a segment never refers to frames outside itself
+        self.copy_streams, self.audio_from, self.copy_span, self.faststart = False, None, None, False
+        self.format = check_video_options("segment" + (".mp4" if format in _MP4_FAMILY else ".mkv"), codec, pix_fmt,
+                                          format)
+        self.seg_format, self.seg_ext = self.format, ""
+        self.keep = [int(p) for p in keep]
+        self._keep = set(self.keep)
+        self.settings = {}
+        self._state = {"frames_done": 0, "segments": []}
+        self.packets: List[list] = []
+
+    def write(self, rgb, finfo: FrameInfo):
+        if finfo.pts in self._keep:
+            super().write(rgb, finfo)
+
+    def write_frame(self, f, finfo: FrameInfo):
+        if finfo.pts in self._keep:
+            if self._seg is None:
+                self._open_segment(finfo.index, tmp=self.path)
+            super().write_frame(f, finfo)
+
+    def commit(self, frames_done: int, state: Optional[dict] = None):
+        pass                                              # one file for the whole segment, closed by finish()
+
+    def finish(self) -> str:
+        if self._seg is None:
+            raise VsrOutputError(f"{os.path.basename(self.path)}: none of the segment's {len(self.keep)} frames arrived")
+        c, s, *_ = self._seg
+        for p in s.encode(None):
+            self._mux(c, p)
+        c.close()
+        self._seg = None
+        self._count_encoded()
+        if self._seg_frames != len(self.keep):
+            raise VsrOutputError(f"{os.path.basename(self.path)}: {self._seg_frames} of the segment's "
+                                 f"{len(self.keep)} frames arrived")
+        # packets come out reordered: each gets its own frame's duration
+        self.packets = [[pt, dt, self._seg_durations.get(pt), key] for pt, dt, key in self._seg_packets]
+        return self.path
+
+    def abort(self, exc=None):
+        if self._seg is not None:
+            try:
+                self._seg[0].close()
+            except Exception:
+                pass
+            self._seg = None
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
 def _copyable_streams(src) -> list:
     return [s for s in src.streams if s.type in ("audio", "subtitle")]
 
@@ -610,3 +684,21 @@ def _guess_format(path: str) -> str:
     except Exception:
         raise VsrOutputError(f"cannot tell the container format from {os.path.basename(path)!r}; use an extension "
                              "like .mp4 or .mkv (or a folder name for PNG frames)") from None
+
+
+def open_sink(sink, *, inputs: Sequence[str] = (), force: bool = False, resume: bool = False,
+              settings: Optional[dict] = None, **video_options) -> Sink:
+    """A sink object from a video path (by extension), a folder path (PNG frames; an existing folder or a path
+    without a video extension), a callable, or an existing sink."""
+    if isinstance(sink, Sink):
+        return sink
+    if callable(sink):
+        return CallableSink(sink)
+    if isinstance(sink, (str, os.PathLike)):
+        p = os.fspath(sink)
+        ext = os.path.splitext(p.rstrip(os.sep))[1].lower()
+        is_folder = p.endswith(os.sep) or os.path.isdir(p) or not ext
+        if is_folder:
+            return FolderSink(p, force=force, resume=resume, inputs=inputs, settings=settings)
+        return VideoFileSink(p, force=force, resume=resume, inputs=inputs, settings=settings, **video_options)
+    raise VsrOutputError(f"cannot use a {type(sink).__name__} as a sink: give a video path, a folder or a callable")
