@@ -139,7 +139,8 @@ def _prepare(path: str, out_dir: str, opts: BatchOptions) -> _Job:
     job_dir = M.job_dir_for(output)
     src = {"width": info.width, "height": info.height, "fps": str(info.fps) if info.fps else None,
            "matrix": info.matrix, "color_range": info.color_range, "matrix_guessed": info.matrix_guessed,
-           "tags": dict(info.tags or {}), "rotation": info.rotation}
+           "tags": dict(info.tags or {}), "rotation": info.rotation,
+           "sar": f"{info.sar.numerator}/{info.sar.denominator}" if info.sar else None}
     old = None
     if opts.force:
         import shutil
@@ -200,7 +201,7 @@ def _merge(job: _Job) -> dict:
     recs = job.manifest["segments"]
     st = merge_segments([os.path.join(job.job_dir, r["file"]) for r in recs], [r["packets"] for r in recs],
                         idx.time_base, job.source, job.output, job.fmt, idx.pts, rotation=job.src.get("rotation", 0),
-                        work_dir=job.job_dir)
+                        work_dir=job.job_dir, fps=job.src.get("fps"), sar=job.src.get("sar"))
     import shutil
     shutil.rmtree(job.job_dir, ignore_errors=True)
     job.merged = True

@@ -429,144 +429,163 @@ class VideoFileSink(Sink):
     # -- final assembly ------------------------------------------------------------------------------------
     def finish(self) -> str:
         """Remux the segments (+ the source's audio/subtitles) into the target, atomically."""
-        av = _av()
         if self._seg is not None:
             self.commit(self._state["frames_done"] + self._seg_frames)
         segs = self._state["segments"]
         if not segs:
             raise VsrOutputError("no frames were written")
         tmp = os.path.join(self.partial, "assembled" + os.path.splitext(self.path)[1])
-        src = out = first = None
-        try:
-            copied = []
-            if self.copy_streams and self.audio_from:
-                src = open_input(self.audio_from)
-                copied = _copyable_streams(src)
-            opts = {}
-            if self.format in _MP4_FAMILY:
-                if self.faststart:
-                    opts["movflags"] = "+faststart"
-                # edit lists (start offsets, audio priming) in a clock that holds every stream's ticks exactly,
-                # instead of the default milliseconds
-                den = self._time_base().denominator
-                for st in copied:
-                    if st.time_base:
-                        den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
-                if den <= 2 ** 31 - 1:
-                    opts["movie_timescale"] = str(den)
-            out = av.open(tmp, "w", format=self.format, container_options=opts)
-            first = av.open(os.path.join(self.partial, segs[0]["file"]))
-            vt = first.streams.video[0]
-            ov = out.add_stream_from_template(vt)
-            info = self._info
-            # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
-            # and the pixel aspect ratio, written into the final container
-            if info is not None and info.fps:
-                ov.codec_context.framerate = Fraction(info.fps)
-            if info is not None and info.sar:
-                ov.codec_context.sample_aspect_ratio = Fraction(info.sar)
-            rot = self._info.rotation if self._info is not None else 0
-            if rot:
-                ov.set_display_rotation(rot)
-            pairs = []
-            for st in copied:
-                o = out.add_stream_from_template(st)
-                try:
-                    o.metadata.update(st.metadata)
-                    o.disposition = st.disposition
-                except Exception:  # pragma: no cover
-                    pass
-                pairs.append((st, o))
-            first.close()
-            first = None
-            self._mux_all(out, ov, segs, src, pairs)
-            out.close()
-            out = None
-        except BaseException:
-            discard_file(out, tmp)
-            raise
-        finally:
-            for c in (src, first):
-                if c is not None:
-                    c.close()
+        info = self._info
+        copy = remux(tmp, self.format, os.path.join(self.partial, segs[0]["file"]), self._video_packets(segs),
+                     time_base=self._time_base(), fps=info.fps if info is not None else None,
+                     sar=info.sar if info is not None else None, rotation=info.rotation if info is not None else 0,
+                     audio_from=self.audio_from if self.copy_streams else None, copy_span=self.copy_span,
+                     faststart=self.faststart)
+        self.copy_counts = copy.counts
+        if copy.warning:
+            self.copy_warning = copy.warning
         if os.path.lexists(self.path) and os.path.isdir(self.path):  # pragma: no cover - checked earlier
             raise VsrOutputError(f"output {self.path} became a folder")
         publish_file(tmp, self.path)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.path
 
-    def _mux_all(self, out, ov, segs, src, pairs):
-        """Interleave video packets from the segments with the copied packets by decode time."""
+    def _video_packets(self, segs):
+        """The segments' video packets with their recorded timing, in file (decode) order."""
         av = _av()
-        import heapq
+        last_dts = None
+        for seg in segs:
+            path = os.path.join(self.partial, seg["file"])
+            with open(path + ".json") as fh:
+                side = json.load(fh)
+            tb = Fraction(side["time_base"])
+            rec = side["packets"]
+            k = 0
+            with av.open(path) as c:
+                vs = c.streams.video[0]
+                for p in c.demux(vs):
+                    if p.size == 0:
+                        continue
+                    if k >= len(rec):
+                        raise VsrOutputError(f"{path} holds more packets than recorded; pass --force to start over")
+                    pts, dts, dur = rec[k]
+                    k += 1
+                    p.time_base = tb
+                    p.pts, p.dts = pts, dts
+                    if dur:
+                        p.duration = dur
+                    if dts is not None and last_dts is not None and dts <= last_dts:
+                        # segments start with an IDR whose dts can touch the previous segment's last one
+                        p.dts = last_dts + 1
+                        if p.pts is not None and p.pts < p.dts:
+                            p.pts = p.dts
+                    last_dts = p.dts if p.dts is not None else last_dts
+                    yield p
+            if k != len(rec):
+                raise VsrOutputError(f"{path} is damaged ({k} of {len(rec)} packets); pass --force to start over")
 
-        def video_packets():
-            last_dts = None
-            for seg in segs:
-                path = os.path.join(self.partial, seg["file"])
-                with open(path + ".json") as fh:
-                    side = json.load(fh)
-                tb = Fraction(side["time_base"])
-                rec = side["packets"]
-                k = 0
-                with av.open(path) as c:
-                    vs = c.streams.video[0]
-                    for p in c.demux(vs):
-                        if p.size == 0:
-                            continue
-                        if k >= len(rec):
-                            raise VsrOutputError(f"{path} holds more packets than recorded; pass --force to start over")
-                        pts, dts, dur = rec[k]
-                        k += 1
-                        p.time_base = tb
-                        p.pts, p.dts = pts, dts
-                        if dur:
-                            p.duration = dur
-                        if dts is not None and last_dts is not None and dts <= last_dts:
-                            # segments start with an IDR whose dts can touch the previous segment's last one
-                            p.dts = last_dts + 1
-                            if p.pts is not None and p.pts < p.dts:
-                                p.pts = p.dts
-                        last_dts = p.dts if p.dts is not None else last_dts
-                        yield p
-                if k != len(rec):
-                    raise VsrOutputError(f"{path} is damaged ({k} of {len(rec)} packets); pass --force to start over")
 
-        def copied_packets():
-            if src is None or not pairs:
-                return
-            m = {s.index: o for s, o in pairs}
-            span = self.copy_span
-            for s, _ in pairs:
-                self.copy_counts[s.index] = {"read": 0, "written": 0, "dropped": 0}
+class StreamCopy:
+    """The audio/subtitle packets of a source copied into an output: per source stream ``counts`` (read, written,
+    dropped), and ``warning`` when a packet was lost (a damaged packet the muxer refused, a copy cut short)."""
+
+    def __init__(self):
+        self.counts: Dict[int, dict] = {}
+        self.warning: Optional[str] = None
+
+    @property
+    def written(self) -> int:
+        return sum(c["written"] for c in self.counts.values())
+
+    def packets(self, src, pairs, span: Optional[Tuple[float, float]] = None):
+        """``(packet, output stream)`` of every audio/subtitle packet of ``src``, in file order: each source
+        packet exactly once (all of them, or those overlapping ``span`` seconds)."""
+        av = _av()
+        m = {s.index: o for s, o in pairs}
+        for s, _ in pairs:
+            self.counts[s.index] = {"read": 0, "written": 0, "dropped": 0}
+        if not pairs:
+            return
+        try:
+            for p in src.demux([s for s, _ in pairs]):
+                if p.dts is None and p.pts is None:
+                    continue
+                o = m.get(p.stream.index)
+                if o is None:
+                    continue
+                self.counts[p.stream.index]["read"] += 1
+                if span is not None and p.time_base:
+                    t = p.pts if p.pts is not None else p.dts
+                    t0 = float(t * p.time_base)
+                    if t0 >= span[1] or t0 + float((p.duration or 0) * p.time_base) <= span[0]:
+                        continue
+                yield p, o
+        except av.error.FFmpegError as e:
+            self.warning = f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})"
+
+
+def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fraction, fps=None, sar=None,
+          rotation: int = 0, audio_from=None, copy_span: Optional[Tuple[float, float]] = None,
+          faststart: bool = True) -> StreamCopy:
+    """Write ``tmp`` (container ``fmt``): the video stream of the ``template`` segment file with ``video_packets``
+    (timed packets, decode order) interleaved by decode time with every audio/subtitle packet of ``audio_from``
+    (a path or :class:`VideoBytes`; packet copy). The frame rate, pixel aspect ratio and rotation are written into
+    the container. The final step of ``vsr-engine upscale`` (:class:`VideoFileSink`) and of a batch job's merge."""
+    av = _av()
+    import heapq
+    src = out = first = None
+    copy = StreamCopy()
+    try:
+        copied = []
+        if audio_from:
+            src = open_input(audio_from)
+            copied = _copyable_streams(src)
+        opts = {}
+        if fmt in _MP4_FAMILY:
+            if faststart:
+                opts["movflags"] = "+faststart"
+            # edit lists (start offsets, audio priming) in a clock that holds every stream's ticks exactly,
+            # instead of the default milliseconds
+            den = Fraction(time_base).denominator
+            for st in copied:
+                if st.time_base:
+                    den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
+            if den <= 2 ** 31 - 1:
+                opts["movie_timescale"] = str(den)
+        out = av.open(tmp, "w", format=fmt, container_options=opts)
+        first = av.open(template)
+        ov = out.add_stream_from_template(first.streams.video[0])
+        # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
+        # and the pixel aspect ratio, written into the final container
+        if fps:
+            ov.codec_context.framerate = Fraction(fps)
+        if sar:
+            ov.codec_context.sample_aspect_ratio = Fraction(sar)
+        if rotation:
+            ov.set_display_rotation(rotation)
+        pairs = []
+        for st in copied:
+            o = out.add_stream_from_template(st)
             try:
-                for p in src.demux([s for s, _ in pairs]):
-                    if p.dts is None and p.pts is None:
-                        continue
-                    o = m.get(p.stream.index)
-                    if o is None:
-                        continue
-                    self.copy_counts[p.stream.index]["read"] += 1
-                    if span is not None and p.time_base:
-                        t = p.pts if p.pts is not None else p.dts
-                        t0 = float(t * p.time_base)
-                        if t0 >= span[1] or t0 + float((p.duration or 0) * p.time_base) <= span[0]:
-                            continue
-                    yield p, o
-            except av.error.FFmpegError as e:
-                self.copy_warning = f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})"
+                o.metadata.update(st.metadata)
+                o.disposition = st.disposition
+            except Exception:  # pragma: no cover
+                pass
+            pairs.append((st, o))
+        first.close()
+        first = None
 
         def key(p):
             t = p.dts if p.dts is not None else p.pts
             return float(t * p.time_base) if (t is not None and p.time_base) else 0.0
 
-        streams = [(("v", p) for p in video_packets()), (("c", q) for q in copied_packets())]
+        streams = [(("v", p) for p in video_packets), (("c", q) for q in copy.packets(src, pairs, copy_span))]
         heap = []
         for n, it in enumerate(streams):
             for item in it:
                 heapq.heappush(heap, (key(item[1] if item[0] == "v" else item[1][0]), n, item, it))
                 break
-        seq = dropped = 0
+        dropped = 0
         while heap:
             _, n, item, it = heapq.heappop(heap)
             kind, obj = item
@@ -575,7 +594,7 @@ class VideoFileSink(Sink):
                 out.mux(obj)
             else:
                 p, o = obj
-                cnt = self.copy_counts[p.stream.index]
+                cnt = copy.counts[p.stream.index]
                 try:
                     p.stream = o
                     out.mux(p)
@@ -584,12 +603,21 @@ class VideoFileSink(Sink):
                     # a damaged input's audio/subtitle packet the muxer refuses (bad timestamps): dropped, counted
                     dropped += 1
                     cnt["dropped"] += 1
-                    self.copy_warning = (f"copying audio/subtitles: {dropped} damaged packet(s) of the input "
-                                         f"dropped ({_ffmpeg_msg(e)})")
-            seq += 1
+                    copy.warning = (f"copying audio/subtitles: {dropped} damaged packet(s) of the input "
+                                    f"dropped ({_ffmpeg_msg(e)})")
             for nxt in it:
                 heapq.heappush(heap, (key(nxt[1] if nxt[0] == "v" else nxt[1][0]), n, nxt, it))
                 break
+        out.close()
+        out = None
+    except BaseException:
+        discard_file(out, tmp)
+        raise
+    finally:
+        for c in (src, first):
+            if c is not None:
+                c.close()
+    return copy
 
 
 class SegmentSink(VideoFileSink):
