@@ -105,6 +105,9 @@ class VideoReader:
             listed = "streams: " + kinds if kinds else "no streams at all"
             raise VsrInputError(f"{name}: no video stream ({what}{listed})")
         vs = videos[0]
+        if vs.codec_context is None:
+            raise VsrInputError(f"{name}: its video stream #{vs.index} has no decoder (an unknown or damaged codec "
+                                "header)")
         self._stopped_early = False
         self._next_pts: Optional[int] = None
         self._packets = 0

@@ -504,6 +504,7 @@ class StreamCopy:
         m = {s.index: o for s, o in pairs}
         for s, _ in pairs:
             self.counts[s.index] = {"read": 0, "written": 0, "dropped": 0}
+        refused = self.warning
         if not pairs:
             return
         try:
@@ -521,7 +522,34 @@ class StreamCopy:
                         continue
                 yield p, o
         except av.error.FFmpegError as e:
-            self.warning = f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})"
+            self.warning = "; ".join(w for w in (refused, f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})")
+                                     if w)
+
+
+def _header_refused(fmt: str, st, probe: str) -> Optional[str]:
+    """Why a ``fmt`` muxer refuses to write a header for stream ``st`` as it is (None: it does not); tried in the
+    file ``probe`` (removed after; a real file: some muxers check more there than in memory)."""
+    av = _av()
+    cc = st.codec_context
+    if fmt in ("matroska", "webm") and cc is not None and cc.name == "aac" and not cc.extradata:
+        return "AAC without its decoder configuration (extradata), which Matroska needs"   # refused per packet
+    c = av.open(probe, "w", format=fmt)
+    try:
+        c.add_stream_from_template(st)
+        c.start_encoding()
+        return None
+    except (ValueError, av.error.FFmpegError) as e:
+        msg = _ffmpeg_msg(e)
+        return msg.split("last error log: ")[-1] if "last error log: " in msg else msg
+    finally:
+        try:
+            c.close()
+        except Exception:  # pragma: no cover
+            pass
+        try:
+            os.remove(probe)
+        except OSError:
+            pass
 
 
 def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fraction, fps=None, sar=None,
@@ -539,7 +567,15 @@ def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fracti
         copied = []
         if audio_from:
             src = open_input(audio_from)
-            copied = _copyable_streams(src)
+            copied = []
+            for st in _copyable_streams(src):
+                why = _header_refused(fmt, st, tmp + ".probe")
+                if why is None:
+                    copied.append(st)
+                else:   # damaged stream parameters (e.g. 0 channels): the stream is left out, and said so
+                    copy.counts[st.index] = {"read": 0, "written": 0, "dropped": 0, "refused": why}
+                    copy.warning = (f"copying audio/subtitles: stream #{st.index} left out, the muxer refuses its "
+                                    f"damaged parameters ({why})")
         opts = {}
         if fmt in _MP4_FAMILY:
             if faststart:
@@ -574,6 +610,31 @@ def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fracti
             pairs.append((st, o))
         first.close()
         first = None
+        try:
+            out.start_encoding()      # the header, before any packet is read
+        except av.error.FFmpegError as e:
+            if not pairs:
+                raise
+            # a damaged stream the muxer refuses only next to the others: the video alone, and said so
+            out.close()
+            os.remove(tmp)
+            out = av.open(tmp, "w", format=fmt, container_options=opts)
+            with av.open(template) as t:
+                ov = out.add_stream_from_template(t.streams.video[0])
+            if fps:
+                ov.codec_context.framerate = Fraction(fps)
+            if sar:
+                ov.codec_context.sample_aspect_ratio = Fraction(sar)
+            if rotation:
+                ov.set_display_rotation(rotation)
+            why = _ffmpeg_msg(e)
+            why = why.split("last error log: ")[-1] if "last error log: " in why else why
+            for st, _ in pairs:
+                copy.counts[st.index] = {"read": 0, "written": 0, "dropped": 0, "refused": why}
+            copy.warning = (f"copying audio/subtitles: streams #{', #'.join(str(st.index) for st, _ in pairs)} "
+                            f"left out, the muxer refuses their damaged parameters ({why})")
+            pairs = []
+            out.start_encoding()
 
         def key(p):
             t = p.dts if p.dts is not None else p.pts
