@@ -11,8 +11,9 @@ from array import array
 from fractions import Fraction
 from typing import List, Optional, Tuple
 
-# containers whose index lists every sample (stsz): their header frame count is exact
-_INDEXED = ("mov", "mp4")
+# containers whose header counts every frame: MP4/MOV (stsz lists every sample), AVI (the stream header's length
+# counts every frame chunk, empty repeat frames included; the demuxer gives those as empty packets)
+_INDEXED = ("mov", "mp4", "avi")
 # packet strides of MPEG transport streams: plain, with a 4-byte timecode (M2TS), with 16 bytes of FEC
 _TS_STRIDES = ((188, 0), (192, 4), (204, 0))
 _SHOW_MAX = 5                      # positions listed in a message
@@ -49,6 +50,51 @@ def shows_picture(codec: str, data) -> bool:
 
 
 _TS_TAIL = 4 << 20                 # bytes at the end of a transport stream looked at for a cut PES packet
+
+
+def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
+    """For an MP4/MOV file (fragmented ones included), why it looks cut at its end, else None: its last top-level
+    box (``mdat``, ``moof``, ...) declares more bytes than the file holds."""
+    if "mp4" not in (fmt_name or "") and "mov" not in (fmt_name or ""):
+        return None
+    import struct
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            data = memoryview(path_or_bytes)
+            size = len(data)
+            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
+            fh = None
+        else:
+            size = os.path.getsize(path_or_bytes)
+            fh = open(path_or_bytes, "rb")
+
+            def read(a, n):
+                fh.seek(a)
+                return fh.read(n)
+    except (OSError, TypeError, ValueError):
+        return None
+    try:
+        at = 0
+        for _ in range(100000):
+            if at + 8 > size:
+                return None if at == size else (f"the file ends inside a box header ({size - at} of its 8 bytes)")
+            n, kind = struct.unpack(">I4s", read(at, 8))
+            if n == 1:
+                if at + 16 > size:
+                    return None
+                n = struct.unpack(">Q", read(at + 8, 8))[0]
+            elif n == 0:
+                return None                      # the last box runs to the end of the file
+            if n < 8:
+                return None                      # not a box structure we can judge
+            if at + n > size:
+                name = kind.decode("latin-1", "replace")
+                return f"the file ends inside its '{name}' box ({size - at} of its {n} bytes)"
+            at += n
+        return None
+    finally:
+        if fh is not None:
+            fh.close()
 
 
 def ts_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
