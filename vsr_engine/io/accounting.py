@@ -52,6 +52,25 @@ def shows_picture(codec: str, data) -> bool:
 _TS_TAIL = 4 << 20                 # bytes at the end of a transport stream looked at for a cut PES packet
 
 
+def gif_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
+    """For a GIF, why it looks cut at its end, else None: it does not end with the GIF trailer byte (0x3B)."""
+    if (fmt_name or "") != "gif":
+        return None
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            last = bytes(memoryview(path_or_bytes)[-1:])
+        else:
+            with open(path_or_bytes, "rb") as fh:
+                fh.seek(0, 2)
+                if fh.tell() == 0:
+                    return None
+                fh.seek(-1, 2)
+                last = fh.read(1)
+    except (OSError, TypeError, ValueError):
+        return None
+    return None if last == b"\x3b" else "the file ends without the GIF trailer (cut)"
+
+
 def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
     """For an MP4/MOV file (fragmented ones included), why it looks cut at its end, else None: its last top-level
     box (``mdat``, ``moof``, ...) declares more bytes than the file holds."""
