@@ -11,9 +11,8 @@ from array import array
 from fractions import Fraction
 from typing import List, Optional, Tuple
 
-# containers whose header counts every frame: MP4/MOV (stsz lists every sample), AVI (the stream header's length
-# counts every frame chunk, empty repeat frames included; the demuxer gives those as empty packets)
-_INDEXED = ("mov", "mp4", "avi")
+# containers whose index lists every sample (stsz): their header frame count is exact
+_INDEXED = ("mov", "mp4")
 # packet strides of MPEG transport streams: plain, with a 4-byte timecode (M2TS), with 16 bytes of FEC
 _TS_STRIDES = ((188, 0), (192, 4), (204, 0))
 _SHOW_MAX = 5                      # positions listed in a message
@@ -69,6 +68,44 @@ def gif_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
     except (OSError, TypeError, ValueError):
         return None
     return None if last == b"\x3b" else "the file ends without the GIF trailer (cut)"
+
+
+def riff_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
+    """For an AVI, why it looks cut at its end, else None: a RIFF chunk ('AVI ', or an OpenDML 'AVIX' after it)
+    declares more bytes than the file holds. (The AVI header's frame count is not exact: encoder delay and
+    dropped repeat frames make it differ from the packets of intact files.)"""
+    if "avi" not in (fmt_name or ""):
+        return None
+    import struct
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            data = memoryview(path_or_bytes)
+            size = len(data)
+            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
+            fh = None
+        else:
+            size = os.path.getsize(path_or_bytes)
+            fh = open(path_or_bytes, "rb")
+
+            def read(a, n):
+                fh.seek(a)
+                return fh.read(n)
+    except (OSError, TypeError, ValueError):
+        return None
+    try:
+        at = 0
+        while at + 12 <= size:
+            tag, n, form = struct.unpack("<4sI4s", read(at, 12))
+            if tag != b"RIFF":
+                return None
+            if at + 8 + n > size:
+                return f"the file ends inside its RIFF '{form.decode('latin-1', 'replace')}' chunk " \
+                       f"({size - at} of its {n + 8} bytes)"
+            at += 8 + n + (n & 1)
+        return None
+    finally:
+        if fh is not None:
+            fh.close()
 
 
 def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:

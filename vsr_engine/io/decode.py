@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
-from .accounting import FrameAccount, box_cut, gif_cut, ts_cut
+from .accounting import FrameAccount, box_cut, gif_cut, riff_cut, ts_cut
 from .common import (FrameInfo, FrameRange, IMAGE_EXTS, SourceInfo, VideoBytes, VsrInputError, _av, _ffmpeg_msg,
                      open_input)
 from .frames import _AVCOL_SPC, _RANGE, _bit_depth, _is_rgb_format, as_rgb_u8, frame_to_rgb, guess_matrix
@@ -410,7 +410,8 @@ class VideoReader:
                     parts.append(why)
                     total, about = (total or acct.expected) + k, not exact
             where = self.data.data if self.data is not None else self.path
-            boxed = (box_cut(where, self._format_name) if not short else None) or gif_cut(where, self._format_name)
+            boxed = ((box_cut(where, self._format_name) if not short else None) or gif_cut(where, self._format_name)
+                     or riff_cut(where, self._format_name))
             if boxed:
                 after = f" after {float(acct.last_end):.3f} s" if acct.last_end is not None else ""
                 parts.append(f"{boxed}; frames{after} may be missing")
