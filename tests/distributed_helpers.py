@@ -181,3 +181,54 @@ def check_output(out: str, src: str, n: int, ids: bool = True) -> None:
     if ids:
         assert read_ids(frames) == list(range(n))
     assert audio_packets(out) == audio_packets(src) and len(audio_packets(src)) > 0
+
+
+def make_vfr_ac3_clip(dst: str, frames: int = 30, size=(32, 18), src: str = BBB, gop: int = 8) -> list:
+    """A variable-frame-rate Matroska clip with AC3 audio, both from real footage (Big Buck Bunny): its frames at
+    ``size``, shown for 1, 2 or 3 ticks of 40 ms in a fixed pattern (H.264, a keyframe every ``gop`` frames,
+    B-frames), and its AAC audio decoded and re-encoded as AC3 48 kHz stereo (1536-sample frames, 32 ms, the
+    first one primed to start at -5 ms: packet borders fall between video frames, and packets straddle them). Returns the video PTS (ms)."""
+    import av
+    imgs = []
+    with av.open(src) as c:
+        for f in c.decode(video=0):
+            imgs.append(f.reformat(width=size[0], height=size[1], format="yuv420p").to_ndarray())
+            if len(imgs) >= frames:
+                break
+    steps = [40, 80, 40, 120, 40, 40, 80]
+    pts, t = [], 0
+    for i in range(frames):
+        pts.append(t)
+        t += steps[i % len(steps)]
+    end = t
+    out = av.open(dst, "w", format="matroska")
+    vs = out.add_stream("libx264", rate=25)
+    vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+    vs.time_base = Fraction(1, 1000)
+    vs.codec_context.options = {"g": str(gop), "keyint_min": str(gop), "bf": "2", "sc_threshold": "0",
+                                "preset": "veryfast", "crf": "20"}
+    a = out.add_stream("ac3", rate=48000)
+    a.layout = "stereo"
+    a.bit_rate = 96000
+    res = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
+    for img, p in zip(imgs, pts):
+        f = av.VideoFrame.from_ndarray(img, format="yuv420p")
+        f.pts, f.time_base = p, Fraction(1, 1000)
+        for pk in vs.encode(f):
+            out.mux(pk)
+    for pk in vs.encode(None):
+        out.mux(pk)
+    with av.open(src) as c:
+        for fr in c.decode(audio=0):
+            if fr.pts is not None and float(fr.pts * fr.time_base) * 1000 >= end:
+                break
+            for r in res.resample(fr):     # real timing: the encoder's priming puts the first packet at -5 ms
+                for pk in a.encode(r):
+                    out.mux(pk)
+    for r in res.resample(None):
+        for pk in a.encode(r):
+            out.mux(pk)
+    for pk in a.encode(None):
+        out.mux(pk)
+    out.close()
+    return pts

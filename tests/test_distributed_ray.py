@@ -252,3 +252,39 @@ def test_node_removed(cluster, clips, tmp_path):
     assert removed
     assert any(f["kind"] == "worker lost" and f["segment"] == removed[0] for f in s["failures"])
     check_output(str(tmp_path / "long.mp4"), clips["long"], 72)
+
+
+def test_corpus_subset_batch_equals_single_process(cluster, tmp_path):
+    """Issue 22: the representative corpus subset (SAR, HDR10 10-bit, VFR, rotation, 2 audio + 2 subtitle streams,
+    edit list) plus a VFR Matroska clip with AC3 audio, each in 3 segments on the 2 nodes, against
+    `vsr-engine upscale` with the same model and encoder settings: frames, PTS, declared rate, tags, bit depth,
+    SAR, rotation, HDR10 side data, streams and every audio/subtitle packet identical."""
+    sys.path.insert(0, os.path.join(HERE, "corpus"))
+    import batch_compare as B
+    import check_corpus as C
+    from distributed_helpers import make_vfr_ac3_clip
+    files = B.build(str(tmp_path / "in"))
+    ac3 = str(tmp_path / "in" / "vfr_ac3.mkv")
+    make_vfr_ac3_clip(ac3, frames=12)
+    files.append(ac3)
+    weights = C.tiny_weights(str(tmp_path))
+    spec = {"model": "basicvsr", "weights": weights, "window": 4, "overlap": 2, "threads": 1}
+    enc = {"codec": "libx264", "crf": 18, "preset": "ultrafast", "pix_fmt": None}
+    ext_of = dict(B.SUBSET, **{"vfr_ac3.mkv": ".mkv"})
+    rows = []
+    for ext in (".mkv", ".mp4"):
+        ins = [f for f in files if ext_of[os.path.basename(f)] == ext]
+        out_dir = tmp_path / ("out" + ext)
+        out_dir.mkdir()
+        s = run_batch(ins, str(out_dir), _opts(spec=spec, enc=enc, segments=3, segment_frames=None, ext=ext))
+        assert s["failures"] == [] and len(s["outputs"]) == len(ins) and s["segments"] == 3 * len(ins)
+        for f in ins:
+            name = os.path.basename(f)
+            single = str(tmp_path / ("single_" + name.replace(".", "_") + ext))
+            rc, _, err = C.run_cli(["upscale", f, single, "--model", "basicvsr", "--weights", weights, "--window", "4",
+                                    "--overlap", "2", "--preset", "ultrafast", "-q"])
+            assert rc == 0, err
+            batch = str(out_dir / (os.path.splitext(name)[0] + ext))
+            rows.append((name, B.compare(single, batch)))
+    assert len(rows) == 8
+    assert all(not bad for _, bad in rows), rows

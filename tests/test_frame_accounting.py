@@ -160,3 +160,33 @@ def test_ts_cut_checks_only_transport_streams(tmp_path, seeds):
     assert A.ts_cut(data[:-1], "matroska,webm") is None
     p = _write(tmp_path, "x.ts", data[:-100])
     assert "(88 of its 188 bytes)" in A.ts_cut(p, "mpegts")
+
+
+# 4. found by the 1,000-mutant fuzz run: a fragmented MP4 and an MJPEG AVI cut, both exit 0 before -------------
+@pytest.mark.parametrize("kind", ["fragmented.mp4", "mjpeg_pcm.avi", "anim.gif"])
+def test_cut_fragmented_mp4_avi_and_gif_are_reported(tmp_path, kind):
+    p = str(tmp_path / kind)
+    total = 8
+    if kind == "fragmented.mp4":
+        M.fragmented(p)
+    elif kind == "anim.gif":
+        M.write_video(p, M.real_frames(M.CARPHONE, n=6, w=44, h=36, skip=0), codec="gif", pix_fmt="rgb8", rate=10)
+        total = 6
+    else:
+        M.write_video(p, M.real_frames(), codec="mjpeg", pix_fmt="yuvj420p", audio="pcm_s16le")
+    data = open(p, "rb").read()
+    n, rep = report(data, kind)
+    assert n == total and rep is None                   # intact: nothing to report
+    n, rep = report(data[:int(len(data) * 0.3)], kind)  # cut at 30 %: fewer frames, and said so
+    assert n < total and rep is not None
+    want = {"fragmented.mp4": "box", "mjpeg_pcm.avi": "RIFF 'AVI ' chunk", "anim.gif": "GIF trailer"}
+    assert want[kind] in rep, rep
+
+
+def test_box_cut_reads_the_top_level_boxes():
+    import struct
+    box = lambda kind, body: struct.pack(">I4s", 8 + len(body), kind) + body  # noqa: E731
+    whole = box(b"ftyp", b"isom" * 2) + box(b"moov", b"\0" * 20) + box(b"mdat", b"\1" * 40)
+    assert A.box_cut(whole, "mov,mp4,m4a,3gp,3g2,mj2") is None
+    assert "'mdat' box (30 of its 48 bytes)" in A.box_cut(whole[:-18], "mov,mp4,m4a,3gp,3g2,mj2")
+    assert A.box_cut(whole[:-18], "matroska,webm") is None

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vsr_engine import load_model, memory
-from vsr_engine.engine import Engine, _SplitBidirectional
+from vsr_engine.engine import Engine
+from vsr_engine.window import BlackBox, SplitBidirectional
 from vsr_engine.video import VsrError, VsrInputError
 
 from test_video import _fast_cpu  # noqa: E402,F401 (autouse: torch reference ops, one thread)
@@ -102,24 +103,24 @@ def test_engine_with_too_little_memory_for_a_whole_frame_tiles(monkeypatch, wide
 def test_impossible_size_fails_before_any_work():
     m = tiny_basicvsr()
     calls = []
-    orig = _SplitBidirectional.process
+    orig = SplitBidirectional.process
 
     def spy(self, *a, **k):
         calls.append(1)
         return orig(self, *a, **k)
-    _SplitBidirectional.process = spy
+    SplitBidirectional.process = spy
     try:
         with pytest.raises(VsrInputError, match=r"32x24 .*--window"):
             list(Engine(m, window=4, overlap=2, memory_limit=1000).run(frames(3)))
     finally:
-        _SplitBidirectional.process = orig
+        SplitBidirectional.process = orig
     assert not calls
 
 
 class _Failing:
-    """Makes _SplitBidirectional.process raise the CPU allocator's error on given calls, after k frames."""
+    """Makes SplitBidirectional.process raise the CPU allocator's error on given calls, after k frames."""
 
-    def __init__(self, fail_calls, after=1, cls=_SplitBidirectional, msg="DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+    def __init__(self, fail_calls, after=1, cls=SplitBidirectional, msg="DefaultCPUAllocator: can't allocate memory: you tried to allocate "
                                                  "123456789 bytes. Error code 12 (Cannot allocate memory)"):
         self.fail_calls, self.after, self.msg, self.n = set(fail_calls), after, msg, 0
         self.cls = cls
@@ -184,10 +185,9 @@ class Nearest2(torch.nn.Module):
 
 @pytest.mark.parametrize("fail_calls,after", [({2}, 3), ({2, 3}, 0), ({1, 4, 6}, 1)])
 def test_back_off_mid_stream_delivers_each_frame_once_in_order(fail_calls, after, monkeypatch):
-    from vsr_engine.engine import _BlackBox
     monkeypatch.setattr(memory, "MIN_WINDOW", 1)
     fr = frames(23, 10, 12)
-    with _Failing(fail_calls, after=after, cls=_BlackBox):
+    with _Failing(fail_calls, after=after, cls=BlackBox):
         eng = Engine(Nearest2(), window=8, overlap=2)
         out = list(eng.run(fr))
     assert len(out) == 23

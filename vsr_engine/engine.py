@@ -51,11 +51,10 @@ from .io.unstage import deliver, device_output_format
 from .pipeline import OutputFrame, StreamPipeline
 from .summary import RunSummary, _PeakMemory, stage_times
 from .video import FrameInfo, VsrError, VsrInputError, VsrOutputError, open_sink, open_source  # noqa: F401
-from .io.sinks import _Sink
+from .io.sinks import Sink
 from . import memory as _memory
 from .window import BlackBox, SplitBidirectional, keep_fp32, unwrap
 from .window import SlidingWindow, is_sliding
-from .window import _BlackBox, _SplitBidirectional, _unwrap, _flow_warp  # noqa: F401 (old names)
 
 __all__ = ["Engine", "RunSummary", "VsrError", "VsrInputError", "VsrOutputError", "DEFAULT_WINDOW",
            "DEFAULT_OVERLAP", "resolve_device", "resolve_dtype"]
@@ -637,7 +636,7 @@ def _put(q: "queue.Queue", item, stop: threading.Event) -> None:
             continue
 
 
-class _QueueSink(_Sink):
+class _QueueSink(Sink):
     def __init__(self, q: "queue.Queue", stop: threading.Event):
         self.q, self.stop = q, stop
 

@@ -92,7 +92,7 @@ def free_memory(device: torch.device, limit: Optional[int] = None) -> Tuple[int,
 @dataclasses.dataclass
 class ModelInfo:
     """What the estimate needs to know about the model."""
-    kind: str = "split"        # split (BasicVSR-like, run by _SplitBidirectional) or blackbox
+    kind: str = "split"        # split (BasicVSR-like, run by window.SplitBidirectional) or blackbox
     num_feat: int = 64
     cleaner: bool = False      # RealBasicVSR: image cleaning over the whole window
     scale: float = 4.0
@@ -301,7 +301,7 @@ def is_alloc_failure(e: BaseException) -> bool:
 # Governor: the Engine's window processor with planning, tiling and back-off
 # ---------------------------------------------------------------------------------------------------------------
 class Governor:
-    """Wraps a window processor (``_SplitBidirectional`` / ``_BlackBox``) with the same interface.
+    """Wraps a window processor (``window.SplitBidirectional`` / ``window.BlackBox``) with the same interface.
 
     ``plan_for(w, h)`` is called once the first frame's size is known and returns the window to buffer for.
     ``summary`` (a RunSummary, optional) gets ``plan``, ``tiles`` and ``backoffs`` filled in."""

@@ -2,7 +2,7 @@
 
 The code lives in one file per stage (``vsr_engine/io``): ``decode`` (sources), ``frames`` (YUV <-> RGB),
 ``encode`` (the video file sink, final remux, option checks), ``sinks`` (folders, callables, ``open_sink``),
-``resume`` (the ``OUTPUT.partial/`` folder and its state) and ``common`` (errors, frame/source info).
+``resume`` (the ``OUTPUT.partial/`` folder and its state) and ``common`` (errors, shared types; the leaf).
 
 Reading (:class:`VideoReader`, :func:`open_source`)
     Any FFmpeg-readable file (or an open PyAV input container, or a whole file held in memory as
@@ -18,17 +18,17 @@ Writing (:class:`VideoFileSink`, :class:`FolderSink`, :class:`CallableSink`, :fu
 """
 from __future__ import annotations
 
-from .io.common import (IMAGE_EXTS, VIDEO_EXTS, FrameInfo, SourceInfo, VsrError, VsrInputError,
-                        VsrOutputError)
-from .io.decode import (FolderSource, IterableSource, VideoBytes, VideoReader, open_source,
-                        read_video_frames)
-from .io.encode import VideoFileSink, check_output_size, check_stream_copy, check_video_options
+from .io.common import (IMAGE_EXTS, VIDEO_EXTS, FrameInfo, FrameRange, SourceInfo, VideoBytes, VsrError,
+                        VsrInputError, VsrOutputError)
+from .io.decode import FolderSource, IterableSource, VideoReader, open_source, read_video_frames
+from .io.encode import (VideoFileSink, check_output_size, check_stream_copy, check_video_options, open_sink,
+                        SegmentSink)
 from .io.frames import as_rgb_u8, frame_to_rgb, guess_matrix, rgb_to_frame
 from .io.resume import check_output_path, partial_dir_for
-from .io.sinks import CallableSink, FolderSink, open_sink
+from .io.sinks import CallableSink, FolderSink, Sink
 
 __all__ = ["VsrError", "VsrInputError", "VsrOutputError", "FrameInfo", "SourceInfo", "VideoReader",
            "FolderSource", "IterableSource", "open_source", "VideoFileSink", "FolderSink", "CallableSink",
            "open_sink", "frame_to_rgb", "as_rgb_u8", "IMAGE_EXTS", "VIDEO_EXTS", "partial_dir_for",
            "read_video_frames", "VideoBytes", "check_output_size", "check_stream_copy", "check_video_options",
-           "guess_matrix", "rgb_to_frame", "check_output_path"]
+           "guess_matrix", "rgb_to_frame", "check_output_path", "Sink", "SegmentSink", "FrameRange"]

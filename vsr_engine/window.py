@@ -265,6 +265,3 @@ class SlidingWindow:
         for k in range(n_emit):
             yield s + k, self.model.forward_window(xs[:, k:k + 2 * R + 1])[0]
 
-
-# old private names
-_SplitBidirectional, _BlackBox, _unwrap = SplitBidirectional, BlackBox, unwrap

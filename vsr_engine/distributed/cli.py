@@ -120,7 +120,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--codec", default="libx264")
     e.add_argument("--crf", type=float, default=18)
     e.add_argument("--preset", default="medium")
-    e.add_argument("--pix-fmt", default="yuv420p")
+    e.add_argument("--pix-fmt", default=None, help="as in upscale (default: the input's bit depth kept)")
     e.add_argument("--ext", default=".mp4", help="output container by extension (default .mp4)")
     o = p.add_argument_group("output")
     o.add_argument("--force", action="store_true", help="replace existing outputs and unfinished jobs")

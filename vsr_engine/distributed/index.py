@@ -11,7 +11,8 @@ import hashlib
 from fractions import Fraction
 from typing import List, Optional
 
-from ..video import VsrInputError
+from ..io.accounting import shows_picture
+from ..io.common import VsrInputError
 
 __all__ = ["FrameIndex", "index_video"]
 
@@ -73,8 +74,11 @@ def index_video(path: str, fps: Optional[Fraction] = None) -> FrameIndex:
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate or fps
         rows = []
         try:
+            codec = vs.codec_context.name
             for p in c.demux(vs):
-                if p.size == 0:
+                # as the frame accounting counts frames: no empty packets, none an edit list hides, no hidden
+                # VP8/VP9 frames (the decoder gives no picture for them)
+                if p.size == 0 or p.is_discard or not shows_picture(codec, p):
                     continue
                 if p.pts is None:
                     raise VsrInputError(f"{path}: packets without timestamps (a raw stream); it cannot be split into "

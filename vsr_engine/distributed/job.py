@@ -53,7 +53,7 @@ class JobError(VsrError):
 class BatchOptions:
     spec: dict = dataclasses.field(default_factory=lambda: {"model": "basicvsr"})  # worker.build_engine spec
     enc: dict = dataclasses.field(default_factory=lambda: {"codec": "libx264", "crf": 18, "preset": "medium",
-                                                           "pix_fmt": "yuv420p"})
+                                                           "pix_fmt": None})   # None: the input's bit depth
     segments: Optional[int] = None          # split every video into this many segments ...
     segment_frames: Optional[int] = None    # ... or into segments of this many frames (default 300)
     context: Optional[int] = None           # context frames on each side (default: twice the engine's overlap)
@@ -122,7 +122,7 @@ def _prepare(path: str, out_dir: str, opts: BatchOptions) -> _Job:
     output = os.path.join(out_dir, name)
     if os.path.abspath(output) == os.path.abspath(path):
         raise VsrOutputError(f"{output}: the output would replace its input")
-    fmt = check_video_options(output, opts.enc.get("codec", "libx264"), opts.enc.get("pix_fmt", "yuv420p"))
+    fmt = check_video_options(output, opts.enc.get("codec", "libx264"), opts.enc.get("pix_fmt"))
     check_stream_copy(path, fmt)
     r = VideoReader(path)
     info = r.info
@@ -143,7 +143,8 @@ def _prepare(path: str, out_dir: str, opts: BatchOptions) -> _Job:
     job_dir = M.job_dir_for(output)
     src = {"width": info.width, "height": info.height, "fps": str(info.fps) if info.fps else None,
            "matrix": info.matrix, "color_range": info.color_range, "matrix_guessed": info.matrix_guessed,
-           "tags": dict(info.tags or {}), "rotation": info.rotation}
+           "tags": dict(info.tags or {}), "rotation": info.rotation,
+           "sar": f"{info.sar.numerator}/{info.sar.denominator}" if info.sar else None}
     old = None
     if opts.force:
         import shutil
@@ -204,7 +205,7 @@ def _merge(job: _Job) -> dict:
     recs = job.manifest["segments"]
     st = merge_segments([os.path.join(job.job_dir, r["file"]) for r in recs], [r["packets"] for r in recs],
                         idx.time_base, job.source, job.output, job.fmt, idx.pts, rotation=job.src.get("rotation", 0),
-                        work_dir=job.job_dir)
+                        work_dir=job.job_dir, fps=job.src.get("fps"), sar=job.src.get("sar"))
     import shutil
     shutil.rmtree(job.job_dir, ignore_errors=True)
     job.merged = True

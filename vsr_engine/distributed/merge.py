@@ -8,20 +8,16 @@ source's, untouched.
 """
 from __future__ import annotations
 
-import heapq
-import math
 import os
 import time
 from fractions import Fraction
 from typing import List, Optional
 
 from ..video import VsrOutputError
-from ..io.resume import discard_file, publish_file
+from ..io.encode import remux
+from ..io.resume import publish_file
 
 __all__ = ["merge_segments", "MergeError"]
-
-_MP4_FAMILY = ("mp4", "mov", "3gp", "ipod", "ismv")
-
 
 class MergeError(VsrOutputError):
     pass
@@ -37,8 +33,10 @@ def _global_dts(pts_decode_order: List[int], first_dur: int) -> List[int]:
 
 def merge_segments(seg_files: List[str], seg_packets: List[List[list]], time_base: Fraction, source: Optional[str],
                    output: str, fmt: str, expected_pts: List[int], *, rotation: int = 0, work_dir: str,
-                   faststart: bool = True) -> dict:
-    """Write ``output`` from ``seg_files`` (each with its recorded ``[pts, dts, duration, key]`` packets)."""
+                   faststart: bool = True, fps=None, sar=None) -> dict:
+    """Write ``output`` from ``seg_files`` (each with its recorded ``[pts, dts, duration, key]`` packets) by the
+    single-process final step (:func:`vsr_engine.io.encode.remux`): the source's audio/subtitle packets are
+    copied once, each exactly once, as ``vsr-engine upscale`` copies them."""
     import av
     t0 = time.perf_counter()
     tb = Fraction(time_base)
@@ -49,99 +47,47 @@ def merge_segments(seg_files: List[str], seg_packets: List[List[list]], time_bas
     dts = _global_dts(order, first_dur)
     ext = os.path.splitext(output)[1]
     tmp = os.path.join(work_dir, "merged" + ext + ".tmp")
-    src = out = None
-    n_copied = 0
-    try:
-        copied = []
-        if source:
-            src = av.open(source)
-            copied = [s for s in src.streams if s.type in ("audio", "subtitle")]
-        opts = {}
-        if fmt in _MP4_FAMILY:
-            if faststart:
-                opts["movflags"] = "+faststart"
-            den = tb.denominator
-            for st in copied:
-                if st.time_base:
-                    den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
-            if den <= 2 ** 31 - 1:
-                opts["movie_timescale"] = str(den)
-        out = av.open(tmp, "w", format=fmt, container_options=opts)
-        with av.open(seg_files[0]) as first:
-            vt = first.streams.video[0]
-            extradata = vt.codec_context.extradata
-            ov = out.add_stream_from_template(vt)
-        ov.time_base = tb
-        if rotation:
-            ov.set_display_rotation(rotation)
-        pairs = {}
-        for st in copied:
-            o = out.add_stream_from_template(st)
-            try:
-                o.metadata.update(st.metadata)
-                o.disposition = st.disposition
-            except Exception:  # pragma: no cover
-                pass
-            pairs[st.index] = o
+    with av.open(seg_files[0]) as first:
+        extradata = first.streams.video[0].codec_context.extradata
 
-        def video():
-            k = 0
-            for path, recs in zip(seg_files, seg_packets):
-                with av.open(path) as c:
-                    vs = c.streams.video[0]
-                    if vs.codec_context.extradata != extradata:
-                        raise MergeError(f"{os.path.basename(path)} was encoded with other parameters than the first "
-                                         "segment; it cannot be joined by stream copy")
-                    j = 0
-                    for p in c.demux(vs):
-                        if p.size == 0:
-                            continue
-                        if j >= len(recs):
-                            raise MergeError(f"{path}: more packets than recorded")
-                        pts, _, dur, _ = recs[j]
-                        p.time_base = tb
-                        p.pts, p.dts = pts, dts[k]
-                        if dur:
-                            p.duration = dur
-                        j += 1
-                        k += 1
-                        yield float(p.dts * tb), 0, p
-                    if j != len(recs):
-                        raise MergeError(f"{path}: {j} of {len(recs)} recorded packets")
+    def video():
+        k = 0
+        for path, recs in zip(seg_files, seg_packets):
+            with av.open(path) as c:
+                vs = c.streams.video[0]
+                if vs.codec_context.extradata != extradata:
+                    raise MergeError(f"{os.path.basename(path)} was encoded with other parameters than the first "
+                                     "segment; it cannot be joined by stream copy")
+                j = 0
+                for p in c.demux(vs):
+                    if p.size == 0:
+                        continue
+                    if j >= len(recs):
+                        raise MergeError(f"{path}: more packets than recorded")
+                    pts, _, dur, _ = recs[j]
+                    p.time_base = tb
+                    p.pts, p.dts = pts, dts[k]
+                    if dur:
+                        p.duration = dur
+                    j += 1
+                    k += 1
+                    yield p
+                if j != len(recs):
+                    raise MergeError(f"{path}: {j} of {len(recs)} recorded packets")
 
-        def others():
-            if src is None or not pairs:
-                return
-            for p in src.demux(list(src.streams[i] for i in pairs)):
-                if p.dts is None and p.pts is None:
-                    continue
-                t = p.dts if p.dts is not None else p.pts
-                yield float(t * p.time_base) if p.time_base else 0.0, 1, p
-
-        for _, kind, p in heapq.merge(video(), others(), key=lambda x: (x[0], x[1])):
-            if kind == 0:
-                p.stream = ov
-            else:
-                p.stream = pairs[p.stream.index]
-                n_copied += 1
-            out.mux(p)
-        out.close()
-        out = None
-    except BaseException:
-        discard_file(out, tmp)
-        raise
-    finally:
-        if src is not None:
-            src.close()
+    copy = remux(tmp, fmt, seg_files[0], video(), time_base=tb, fps=fps, sar=sar, rotation=rotation,
+                 audio_from=source, faststart=faststart)
     t_mux = time.perf_counter() - t0
     try:
-        _verify(tmp, tb, expected_pts, n_copied)
+        if copy.warning:
+            raise MergeError(f"{output}: {copy.warning}; `vsr-engine upscale` writes what it can of such an input")
+        _verify(tmp, tb, expected_pts, copy.written)
     except BaseException:
         os.remove(tmp)
         raise
     publish_file(tmp, output)
-    return {"frames": len(expected_pts), "copied_packets": n_copied, "mux_seconds": t_mux,
-            "seconds": time.perf_counter() - t0}
+    return {"frames": len(expected_pts), "copied_packets": copy.written, "mux_seconds": t_mux,
+            "seconds": time.perf_counter() - t0, "copy_counts": copy.counts}
 
 
 def _verify(path: str, tb: Fraction, expected_pts: List[int], n_copied: int) -> None:
@@ -154,11 +100,10 @@ def _verify(path: str, tb: Fraction, expected_pts: List[int], n_copied: int) -> 
         vs = c.streams.video[0]
         vtb = Fraction(vs.time_base)
         for p in c.demux():
-            if p.size == 0:
-                continue
             if p.stream.index == vs.index:
-                got.append(Fraction(p.pts) * vtb)
-            else:
+                if p.size:
+                    got.append(Fraction(p.pts) * vtb)
+            elif p.size or p.pts is not None or p.dts is not None:   # an empty copied packet counts too
                 others += 1
     name = os.path.basename(path)
     if len(got) != len(expected_pts):

@@ -1,5 +1,10 @@
 """One segment, start to finish: seek, decode, run the Engine, keep exactly [start, end), encode, verify.
 
+Decoding and encoding are the single-process stages of ``vsr_engine.io``: the decoder reads the segment's frames
+with their context as a :class:`~vsr_engine.io.common.FrameRange` (seek to a keyframe, frames identified by PTS),
+and :class:`~vsr_engine.io.encode.SegmentSink` encodes the segment's own frames exactly as ``vsr-engine upscale``
+does (colour tags, SAR, rotation, bit depth, HDR10, timing).
+
 ``SegmentWorker`` holds one Engine (the model is loaded once) and serves many segments; ``job.py`` runs it as a
 Ray actor (one GPU each where GPUs exist). Nothing here imports Ray, so the same code runs in tests and benches
 without it.
@@ -21,17 +26,15 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from ..video import frame_to_rgb, rgb_to_frame
+from ..io.common import FrameRange
+from ..io.decode import VideoReader
+from ..io.encode import SegmentSink
+from ..io.stage import open_staged_source
 from .index import FrameIndex
 from .plan import Segment
 
-__all__ = ["SegmentError", "build_engine", "decode_range", "upscale_range", "encode_frames", "verify_segment",
-           "SegmentWorker", "encoder_options"]
-
-# output colour tags for a matrix (AVColorSpace, AVColorPrimaries, AVColorTransferCharacteristic)
-_TAGS_FOR = {"bt709": (1, 1, 1), "bt601": (6, 6, 6), "bt2020": (9, 9, 14), "fcc": (4, 2, 2), "smpte240m": (7, 7, 7)}
-_CRF_CODECS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1")
-_PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
+__all__ = ["SegmentError", "build_engine", "frame_range", "decode_range", "upscale_range", "encode_segment",
+           "verify_segment", "SegmentWorker"]
 
 
 class SegmentError(Exception):
@@ -60,49 +63,23 @@ def build_engine(spec: dict):
                   **spec.get("model_kwargs", {}))
 
 
-def decode_range(path: str, index: FrameIndex, a: int, b: int, matrix: Optional[str],
-                 color_range: Optional[str]) -> Iterator[np.ndarray]:
-    """RGB frames ``[a, b)`` of ``path`` (presentation order), decoded from the last keyframe at or before ``a``.
-    Frames are identified by their PTS in ``index``; anything else is an error, never a silent shift."""
-    import av
-    want = index.pts[a:b]
-    if not want:
-        return
-    key = index.keyframe_at_or_before(a)
-    while True:
-        c = av.open(path)
-        try:
-            vs = next((s for s in c.streams if s.index == index.stream_index), None)
-            if vs is None or vs.type != "video":
-                raise SegmentError(f"{path}: stream #{index.stream_index} is not the indexed video stream")
-            vs.thread_type = "AUTO"
-            if key > 0:
-                c.seek(index.pts[key], stream=vs, backward=True, any_frame=False)
-            k = 0
-            started = False
-            too_far = False
-            for f in c.decode(vs):
-                if f.pts is None:
-                    raise SegmentError(f"{path}: decoded a frame without a timestamp")
-                if f.pts < want[0]:
-                    continue
-                if not started and f.pts > want[0]:
-                    too_far = True   # the seek landed after our first frame: start from an earlier keyframe
-                    break
-                started = True
-                if f.pts != want[k]:
-                    raise SegmentError(f"{path}: frame {a + k} decoded with PTS {f.pts}, the index says {want[k]}")
-                yield frame_to_rgb(f, matrix, color_range)
-                k += 1
-                if k == len(want):
-                    return
-            if not too_far:
-                raise SegmentError(f"{path}: decoding stopped after {k} of {len(want)} frames of [{a}, {b})")
-        finally:
-            c.close()
-        if key == 0:
-            raise SegmentError(f"{path}: frame {a} (PTS {want[0]}) cannot be decoded")
-        key = index.keyframe_at_or_before(key - 1) if key > 0 else 0
+def frame_range(index: FrameIndex, a: int, b: int) -> FrameRange:
+    """Frames ``[a, b)`` of the indexed video as the decoder option: their PTS, and the keyframes at or before
+    ``a`` to seek to, nearest first (the start of the file last)."""
+    seek: List[Optional[int]] = []
+    k = index.keyframe_at_or_before(a)
+    while k > 0:
+        seek.append(index.pts[k])
+        k = index.keyframe_at_or_before(k - 1)
+    return FrameRange(index.pts[a:b], seek + [None])
+
+
+def decode_range(path: str, index: FrameIndex, a: int, b: int) -> Iterator[np.ndarray]:
+    """RGB frames ``[a, b)`` of ``path`` (presentation order), read by the single-process decoder
+    (:class:`~vsr_engine.io.decode.VideoReader` with a :class:`FrameRange`)."""
+    with VideoReader(path, frame_range=frame_range(index, a, b)) as r:
+        for rgb, _ in r:
+            yield rgb
 
 
 def upscale_range(engine, frames, lead: int, count: int) -> Iterator[np.ndarray]:
@@ -121,92 +98,21 @@ def upscale_range(engine, frames, lead: int, count: int) -> Iterator[np.ndarray]
         raise SegmentError(f"the engine gave {k + 1} frames for {lead + count} inputs")
 
 
-def encoder_options(enc: dict) -> dict:
-    codec = enc.get("codec", "libx264")
-    opts = {}
-    if enc.get("crf") is not None and codec in _CRF_CODECS:
-        opts["crf"] = str(enc["crf"])
-        if codec in ("libvpx", "libvpx-vp9"):
-            opts["b"] = "0"
-    if enc.get("preset") and codec in _PRESET_CODECS:
-        opts["preset"] = str(enc["preset"])
-    if codec in ("libx264", "libx265"):
-        opts["flags"] = "+cgop"          # closed GOPs: a segment never refers to frames outside itself
-    opts.update({k: str(v) for k, v in (enc.get("options") or {}).items()})
-    return opts
-
-
-def _output_colour(src: dict, pix_fmt: str):
-    """(matrix, range, tags) of the output, as the single-process video sink chooses them."""
-    matrix = src.get("matrix") or "bt709"
-    rng = src.get("color_range") if (src.get("matrix") and src.get("color_range")) else "limited"
-    if pix_fmt.startswith(("rgb", "bgr", "gbr")):
-        rng = "full"
-    spc, prim, trc = _TAGS_FOR.get(matrix, (1, 1, 1))
-    tags = dict(src.get("tags") or {})
-    guessed = bool(src.get("matrix")) and bool(src.get("matrix_guessed"))
-    out = {"colorspace": tags["colorspace"] if tags.get("colorspace", 2) not in (2, None) else spc,
-           "color_range": 1 if rng == "limited" else 2,
-           "color_primaries": tags["color_primaries"] if tags.get("color_primaries", 2) not in (2, None)
-           else (2 if guessed else prim),
-           "color_trc": tags["color_trc"] if tags.get("color_trc", 2) not in (2, None) else (2 if guessed else trc)}
-    return matrix, rng, out
-
-
-def encode_frames(frames, pts: List[int], durations: List[int], time_base: Fraction, path: str, *,
-                  size, enc: dict, src: dict, seg_format: str) -> List[list]:
-    """Encode RGB ``frames`` (one per ``pts``) into ``path``; returns ``[pts, dts, duration, key]`` of every
-    packet in file order (the exact timing, whatever the container rounds)."""
-    import av
-    codec, pix_fmt = enc.get("codec", "libx264"), enc.get("pix_fmt", "yuv420p")
-    matrix, rng, tags = _output_colour(src, pix_fmt)
-    tb = Fraction(time_base)
-    packets: List[list] = []
-    c = av.open(path, "w", format=seg_format)
+def encode_segment(engine, path: str, index: FrameIndex, seg: Segment, enc: dict, seg_format: str, out: str,
+                   on_frame=None):
+    """Run ``engine`` on frames ``[seg.ctx_start, seg.ctx_end)`` of ``path`` and encode ``[seg.start, seg.end)``
+    into ``out`` -- the single-process decoder and encoder (:class:`SegmentSink`). Returns (packets, (w, h))."""
+    src = open_staged_source(path, frame_range=frame_range(index, seg.ctx_start, seg.ctx_end))
+    sink = SegmentSink(out, index.pts[seg.start:seg.end], format=seg_format, codec=enc.get("codec", "libx264"),
+                       crf=enc.get("crf"), preset=enc.get("preset"), pix_fmt=enc.get("pix_fmt"),
+                       options=enc.get("options"))
     try:
-        rate = Fraction(src["fps"]) if src.get("fps") else None
-        s = c.add_stream(codec, rate=rate) if rate else c.add_stream(codec)
-        s.width, s.height = size
-        s.pix_fmt = pix_fmt
-        s.time_base = tb
-        cc = s.codec_context
-        cc.time_base = tb
-        if rate:
-            cc.framerate = rate
-        for k, v in tags.items():
-            try:
-                setattr(cc, k, v)
-            except Exception:  # pragma: no cover
-                pass
-        cc.options = encoder_options(enc)
-        if src.get("rotation"):
-            try:
-                s.set_display_rotation(src["rotation"])
-            except Exception:  # pragma: no cover
-                pass
-        n = 0
-        for rgb, p, d in zip(frames, pts, durations):
-            f = rgb_to_frame(rgb, pix_fmt, matrix, rng)
-            f.pts, f.time_base = int(p), tb
-            try:
-                f.duration = int(d)
-            except Exception:  # pragma: no cover
-                pass
-            for pk in s.encode(f):
-                packets.append([pk.pts, pk.dts, int(d), bool(pk.is_keyframe)])
-                c.mux(pk)
-            n += 1
-        for pk in s.encode(None):
-            packets.append([pk.pts, pk.dts, None, bool(pk.is_keyframe)])
-            c.mux(pk)
+        summary = engine.run(src, sink, progress=on_frame)
     finally:
-        c.close()
-    if n != len(pts):
-        raise SegmentError(f"encoded {n} frames, expected {len(pts)}")
-    dur = dict(zip(pts, durations))
-    for rec in packets:       # packets come out reordered: give each its own frame's duration
-        rec[2] = int(dur.get(rec[0], rec[2] or 0))
-    return packets
+        src.close()
+    if not summary.complete:      # a frame lost in decoding or encoding: never a short segment
+        raise SegmentError(f"segment {seg.id} of {path}: " + "; ".join(summary.warnings))
+    return sink.packets, summary.output_size
 
 
 def verify_segment(path: str, packets: List[list], pts: List[int]) -> None:
@@ -264,12 +170,19 @@ class SegmentWorker:
         """Heartbeat: the segment being run, frames decoded + encoded so far, and when the count last moved."""
         return dict(self._progress, now=time.time())
 
-    def _tick(self, it):
+    def _on_frame(self, sleep: float = 0.0, hang: bool = False):
+        """Called by the Engine after every output frame: the heartbeat; the test faults (sleep, hang) too."""
         p = self._progress
-        for x in it:
+
+        def tick(done, total, seconds):
             p["frames"] += 1
             p["t"] = time.time()
-            yield x
+            if sleep:
+                time.sleep(sleep)
+            if hang:
+                while True:         # a hung worker: alive, answering nothing, making no progress
+                    time.sleep(3600)
+        return tick
 
     def ready(self) -> dict:
         import socket
@@ -289,24 +202,13 @@ class SegmentWorker:
         hang = task.get("attempt", 1) <= (faults.get("hang") or {}).get(seg.id, 0)
         self._progress = {"segment": seg.id, "attempt": task.get("attempt", 1), "frames": 0, "t": time.time()}
         engine = self._engine(task["spec"])
-        src = task["src"]
-        frames = self._tick(decode_range(task["path"], idx, seg.ctx_start, seg.ctx_end, src.get("matrix"),
-                                         src.get("color_range")))
-        outs = upscale_range(engine, frames, seg.start - seg.ctx_start, seg.frames)
-        if sleep:
-            outs = _slowly(outs, sleep)
-        if hang:
-            outs = _hang_after_first(outs)
-        outs = self._tick(outs)
         pts = idx.pts[seg.start:seg.end]
-        dur = idx.duration[seg.start:seg.end]
-        w, h = engine.output_size(src["width"], src["height"])
         ext = ".mp4" if task["seg_format"] == "mp4" else ".mkv"
         fd, tmp = tempfile.mkstemp(prefix=f"vsr_{seg.name}_", suffix=ext + ".tmp")
         os.close(fd)
         try:
-            packets = encode_frames(outs, pts, dur, idx.time_base, tmp, size=(w, h), enc=task["enc"], src=src,
-                                    seg_format=task["seg_format"])
+            packets, (w, h) = encode_segment(engine, task["path"], idx, seg, task["enc"], task["seg_format"], tmp,
+                                             on_frame=self._on_frame(sleep, hang))
             verify_segment(tmp, packets, pts)
             with open(tmp, "rb") as fh:
                 data = fh.read()
@@ -318,20 +220,6 @@ class SegmentWorker:
         return {"segment": seg.id, "frames": seg.frames, "first_pts": pts[0], "last_pts": pts[-1],
                 "packets": packets, "data": data, "sha256": hashlib.sha256(data).hexdigest(),
                 "seconds": time.perf_counter() - t0, "pid": os.getpid(), "width": w, "height": h}
-
-
-def _hang_after_first(it):
-    """Tests: one frame, then sleep forever (a hung worker: alive, answering nothing, making no progress)."""
-    for x in it:
-        yield x
-        while True:
-            time.sleep(3600)
-
-
-def _slowly(it, s):
-    for x in it:
-        time.sleep(s)
-        yield x
 
 
 def _node_id() -> Optional[str]:

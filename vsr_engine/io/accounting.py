@@ -51,6 +51,108 @@ def shows_picture(codec: str, data) -> bool:
 _TS_TAIL = 4 << 20                 # bytes at the end of a transport stream looked at for a cut PES packet
 
 
+def gif_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
+    """For a GIF, why it looks cut at its end, else None: it does not end with the GIF trailer byte (0x3B)."""
+    if (fmt_name or "") != "gif":
+        return None
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            last = bytes(memoryview(path_or_bytes)[-1:])
+        else:
+            with open(path_or_bytes, "rb") as fh:
+                fh.seek(0, 2)
+                if fh.tell() == 0:
+                    return None
+                fh.seek(-1, 2)
+                last = fh.read(1)
+    except (OSError, TypeError, ValueError):
+        return None
+    return None if last == b"\x3b" else "the file ends without the GIF trailer (cut)"
+
+
+def riff_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
+    """For an AVI, why it looks cut at its end, else None: a RIFF chunk ('AVI ', or an OpenDML 'AVIX' after it)
+    declares more bytes than the file holds. (The AVI header's frame count is not exact: encoder delay and
+    dropped repeat frames make it differ from the packets of intact files.)"""
+    if "avi" not in (fmt_name or ""):
+        return None
+    import struct
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            data = memoryview(path_or_bytes)
+            size = len(data)
+            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
+            fh = None
+        else:
+            size = os.path.getsize(path_or_bytes)
+            fh = open(path_or_bytes, "rb")
+
+            def read(a, n):
+                fh.seek(a)
+                return fh.read(n)
+    except (OSError, TypeError, ValueError):
+        return None
+    try:
+        at = 0
+        while at + 12 <= size:
+            tag, n, form = struct.unpack("<4sI4s", read(at, 12))
+            if tag != b"RIFF":
+                return None
+            if at + 8 + n > size:
+                return f"the file ends inside its RIFF '{form.decode('latin-1', 'replace')}' chunk " \
+                       f"({size - at} of its {n + 8} bytes)"
+            at += 8 + n + (n & 1)
+        return None
+    finally:
+        if fh is not None:
+            fh.close()
+
+
+def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
+    """For an MP4/MOV file (fragmented ones included), why it looks cut at its end, else None: its last top-level
+    box (``mdat``, ``moof``, ...) declares more bytes than the file holds."""
+    if "mp4" not in (fmt_name or "") and "mov" not in (fmt_name or ""):
+        return None
+    import struct
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            data = memoryview(path_or_bytes)
+            size = len(data)
+            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
+            fh = None
+        else:
+            size = os.path.getsize(path_or_bytes)
+            fh = open(path_or_bytes, "rb")
+
+            def read(a, n):
+                fh.seek(a)
+                return fh.read(n)
+    except (OSError, TypeError, ValueError):
+        return None
+    try:
+        at = 0
+        for _ in range(100000):
+            if at + 8 > size:
+                return None if at == size else (f"the file ends inside a box header ({size - at} of its 8 bytes)")
+            n, kind = struct.unpack(">I4s", read(at, 8))
+            if n == 1:
+                if at + 16 > size:
+                    return None
+                n = struct.unpack(">Q", read(at + 8, 8))[0]
+            elif n == 0:
+                return None                      # the last box runs to the end of the file
+            if n < 8:
+                return None                      # not a box structure we can judge
+            if at + n > size:
+                name = kind.decode("latin-1", "replace")
+                return f"the file ends inside its '{name}' box ({size - at} of its {n} bytes)"
+            at += n
+        return None
+    finally:
+        if fh is not None:
+            fh.close()
+
+
 def ts_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
     """For an MPEG transport stream, why it looks cut at its end, else None: an incomplete last TS packet, or a
     last PES packet (of a stream whose PES packets declare their length: audio, mostly) that ends before the

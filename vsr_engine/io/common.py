@@ -1,15 +1,12 @@
-"""Shared by every stage of the video I/O: the errors (their message is the one line the CLI prints), lazy
-PyAV import, and the per-frame / per-source descriptions (:class:`FrameInfo`, :class:`SourceInfo`)."""
+"""All stages (decode, stage, unstage, encode): the leaf of ``vsr_engine.io`` -- the errors (their message is
+the one line the CLI prints), the lazy PyAV import, the shared types (:class:`FrameInfo`, :class:`SourceInfo`,
+:class:`FrameRange`, :class:`VideoBytes`) and opening an input. It imports nothing else from ``vsr_engine``."""
 from __future__ import annotations
 
 import dataclasses
 from fractions import Fraction
-from typing import TYPE_CHECKING, Dict, List, Optional
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .decode import VideoBytes
-
-
+import os
+from typing import Dict, List, Optional, Union
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -45,6 +42,34 @@ def _ffmpeg_msg(e: BaseException) -> str:
     return str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
 
 
+class VideoBytes:
+    """A whole video file held in memory (e.g. the LR video inside an STDO bundle): a source for
+    ``VideoReader`` / ``open_source``, and a place ``VideoFileSink`` can copy audio from."""
+
+    def __init__(self, data: Union[bytes, bytearray, memoryview], name: str = "in-memory video"):
+        self.data = bytes(data)
+        self.name = name
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        return f"VideoBytes({self.name!r}, {len(self.data)} bytes)"
+
+
+def open_input(src):
+    """Open a path or :class:`VideoBytes` for reading with PyAV."""
+    import io as _io
+    av = _av()
+    if isinstance(src, VideoBytes):
+        return av.open(_io.BytesIO(src.data), "r", metadata_errors="replace")
+    return av.open(os.fspath(src), "r", metadata_errors="replace")
+
+
+def input_name(src) -> str:
+    return src.name if isinstance(src, VideoBytes) else os.fspath(src)
+
+
 # Frame metadata
 @dataclasses.dataclass
 class FrameInfo:
@@ -57,6 +82,17 @@ class FrameInfo:
     @property
     def time(self) -> Optional[float]:
         return None if self.pts is None or self.time_base is None else float(self.pts * self.time_base)
+
+
+@dataclasses.dataclass
+class FrameRange:
+    """Some frames of a video, named by their presentation timestamps (stream time base): the decoder option a
+    batch segment reads with (``VideoReader(path, frame_range=...)``). ``pts``: the frames wanted, in presentation
+    order. ``seek``: where decoding may start, nearest first: keyframe PTS to seek to (backwards, to a keyframe),
+    ``None`` for the start of the file; when a seek lands after ``pts[0]`` the next entry is tried. Every frame
+    decoded from ``pts[0]`` on must have exactly the next wanted PTS: a mismatch is an error, never a shift."""
+    pts: List[int]
+    seek: List[Optional[int]] = dataclasses.field(default_factory=lambda: [None])
 
 
 @dataclasses.dataclass

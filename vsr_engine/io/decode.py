@@ -13,41 +13,14 @@ from fractions import Fraction
 from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
-from .accounting import FrameAccount, ts_cut
-from .common import FrameInfo, IMAGE_EXTS, SourceInfo, VsrInputError, _av, _ffmpeg_msg
+from .accounting import FrameAccount, box_cut, gif_cut, riff_cut, ts_cut
+from .common import (FrameInfo, FrameRange, IMAGE_EXTS, SourceInfo, VideoBytes, VsrInputError, _av, _ffmpeg_msg,
+                     open_input)
 from .frames import _AVCOL_SPC, _RANGE, _bit_depth, _is_rgb_format, as_rgb_u8, frame_to_rgb, guess_matrix
 
 
 # Sources
 _END = object()
-
-
-class VideoBytes:
-    """A whole video file held in memory (e.g. the LR video inside an STDO bundle): a source for
-    :class:`VideoReader` / :func:`open_source`, and a place :class:`VideoFileSink` can copy audio from."""
-
-    def __init__(self, data: Union[bytes, bytearray, memoryview], name: str = "in-memory video"):
-        self.data = bytes(data)
-        self.name = name
-
-    def __len__(self):
-        return len(self.data)
-
-    def __repr__(self):
-        return f"VideoBytes({self.name!r}, {len(self.data)} bytes)"
-
-
-def _open_input(src):
-    """Open a path or :class:`VideoBytes` for reading with PyAV."""
-    import io as _io
-    av = _av()
-    if isinstance(src, VideoBytes):
-        return av.open(_io.BytesIO(src.data), "r", metadata_errors="replace")
-    return av.open(os.fspath(src), "r", metadata_errors="replace")
-
-
-def _input_name(src) -> str:
-    return src.name if isinstance(src, VideoBytes) else os.fspath(src)
 
 
 class _Damage:
@@ -72,10 +45,17 @@ class VideoReader:
     ``start`` skips that many frames (decoded, not converted). ``queue_size`` bounds the frames held between
     the decoder and the consumer. Iterating yields ``(rgb uint8 HxWx3, FrameInfo)`` in presentation order.
     Construction opens and checks the input and decodes its first frame, so errors come before any work.
+    ``frame_range`` (a :class:`FrameRange`) reads only those frames, seeking to a keyframe before them: a batch
+    segment with its context; frames are identified by PTS, and any frame missing from the range is an error.
     """
 
-    def __init__(self, source, *, start: int = 0, queue_size: int = 8, threads: int = 0):
+    def __init__(self, source, *, start: int = 0, queue_size: int = 8, threads: int = 0,
+                 frame_range: Optional[FrameRange] = None):
         av = _av()
+        if frame_range is not None and (start or not frame_range.pts):
+            raise ValueError("frame_range needs at least one frame and no start")
+        self.range = frame_range
+        self._range_hdr: dict = {}
         self._own = not hasattr(source, "demux")
         self.data = source if isinstance(source, VideoBytes) else None
         self.start = max(0, int(start))
@@ -96,7 +76,7 @@ class VideoReader:
                 if not len(source):
                     raise VsrInputError(f"{path}: empty (0 bytes)")
             try:
-                self.container = _open_input(source)
+                self.container = open_input(source)
             except av.error.FFmpegError as e:
                 raise VsrInputError(f"{path}: not a video FFmpeg can read ({_ffmpeg_msg(e)}; a damaged or "
                                     "truncated file, or not a video at all)") from None
@@ -125,6 +105,9 @@ class VideoReader:
             listed = "streams: " + kinds if kinds else "no streams at all"
             raise VsrInputError(f"{name}: no video stream ({what}{listed})")
         vs = videos[0]
+        if vs.codec_context is None:
+            raise VsrInputError(f"{name}: its video stream #{vs.index} has no decoder (an unknown or damaged codec "
+                                "header)")
         self._stopped_early = False
         self._next_pts: Optional[int] = None
         self._packets = 0
@@ -162,7 +145,9 @@ class VideoReader:
             bit_depth=_bit_depth(fmt) if fmt is not None else None,
             duration=duration, start_time=float(vs.start_time * tb) if (vs.start_time is not None and tb) else None,
             other_streams=others, data=self.data, sar=_sar(vs))
-        self._frames = self._decode_iter()
+        if self.range is not None:
+            self.info.frames = len(self.range.pts)
+        self._frames = self._decode_iter() if self.range is None else self._range_iter(name)
         # first frame: learn size, format, colour tags and rotation before anything is written
         first = None
         for f in self._frames:
@@ -193,7 +178,49 @@ class VideoReader:
             info.rotation = int(round(first.rotation or 0))
         except Exception:  # pragma: no cover
             info.rotation = 0
-        info.hdr = hdr_side_data(first)
+        info.hdr = hdr_side_data(first) or self._range_hdr
+
+    def _range_iter(self, name: str) -> Iterator[Any]:
+        """The frames of ``self.range``: seek, decode, drop the frames before the range, stop after it."""
+        av = _av()
+        want = self.range.pts
+        tried = False
+        for key in self.range.seek:
+            if tried or key is not None:
+                try:
+                    if key is None:
+                        self.container.seek(0, backward=True, any_frame=False)
+                    else:
+                        self.container.seek(int(key), stream=self.stream, backward=True, any_frame=False)
+                except av.error.FFmpegError as e:
+                    raise VsrInputError(f"{name}: cannot seek to PTS {key} ({_ffmpeg_msg(e)})") from None
+            tried = True
+            k, too_far = 0, False
+            frames = self._decode_iter()
+            try:
+                for f in frames:
+                    if not self._range_hdr:
+                        self._range_hdr = hdr_side_data(f)    # the keyframe's SEI, when the range starts later
+                    if f.pts is None:
+                        raise VsrInputError(f"{name}: decoded a frame without a timestamp; it cannot be split")
+                    if f.pts < want[0]:
+                        continue
+                    if k == 0 and f.pts > want[0]:
+                        too_far = True      # the seek landed after the first frame wanted: start earlier
+                        break
+                    if f.pts != want[k]:
+                        raise VsrInputError(f"{name}: frame {k} of the range decoded with PTS {f.pts}, expected "
+                                            f"{want[k]}")
+                    yield f
+                    k += 1
+                    if k == len(want):
+                        return
+            finally:
+                frames.close()
+            if not too_far:
+                raise VsrInputError(f"{name}: decoding stopped after {k} of the {len(want)} frames from PTS "
+                                    f"{want[0]}")
+        raise VsrInputError(f"{name}: the frame at PTS {want[0]} cannot be decoded from any keyframe before it")
 
     def _decode_iter(self) -> Iterator[Any]:
         """Decoded frames; damaged packets are skipped and counted; a demux error ends the stream (flushed)."""
@@ -363,7 +390,11 @@ class VideoReader:
         acct = self.account
         total: Optional[int] = None      # frames the input holds, when that is known
         about = False
-        if finished:
+        if finished and self.range is not None:
+            if written is not None and written < self.decoded:
+                parts.append(f"{self.decoded - written} decoded frame(s) were not written (wrote {written} of "
+                             f"{self.decoded})")
+        elif finished:
             n, pos = acct.swallowed()
             if n:
                 parts.append(f"the decoder gave no picture for {n} of the {acct.expected} frame(s) read: "
@@ -380,7 +411,13 @@ class VideoReader:
                     why, k, exact = miss
                     parts.append(why)
                     total, about = (total or acct.expected) + k, not exact
-            cut = ts_cut(self.data.data if self.data is not None else self.path, self._format_name)
+            where = self.data.data if self.data is not None else self.path
+            boxed = ((box_cut(where, self._format_name) if not short else None) or gif_cut(where, self._format_name)
+                     or riff_cut(where, self._format_name))
+            if boxed:
+                after = f" after {float(acct.last_end):.3f} s" if acct.last_end is not None else ""
+                parts.append(f"{boxed}; frames{after} may be missing")
+            cut = ts_cut(where, self._format_name)
             if cut:
                 after = f" after {float(acct.last_end):.3f} s" if acct.last_end is not None else ""
                 parts.append(f"{cut}; frames{after} may be missing, and how many cannot be known (MPEG-TS "

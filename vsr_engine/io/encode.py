@@ -3,7 +3,8 @@ preset medium) into one committed segment per engine window inside ``OUTPUT.part
 segments with the source's audio/subtitle streams (packet copy) and renames onto the target only when complete.
 PTS and time base (VFR stays VFR), frame rate (declared in the final container too), colour tags, rotation, pixel
 aspect ratio, bit depth and HDR10 metadata (mastering display, content light level) are kept. Also the option checks
-made before any work (codec, pixel format, stream copy, output size) and container-format guessing."""
+made before any work (codec, pixel format, stream copy, output size), container-format guessing, and
+:func:`open_sink` (a sink from a path, folder, callable or sink object)."""
 from __future__ import annotations
 
 import json
@@ -14,11 +15,10 @@ from fractions import Fraction
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from .common import FrameInfo, SourceInfo, VsrInputError, VsrOutputError, _av, _ffmpeg_msg
+from .common import FrameInfo, SourceInfo, VsrInputError, VsrOutputError, _av, _ffmpeg_msg, open_input
 from .frames import _AVRANGE, _TAGS_FOR, _is_rgb_format, rgb_to_frame
-from .decode import _open_input
 from .resume import STATE_VERSION, _abort_partial, _atomic_write, _commit_state, _prepare_partial, check_output_path, discard_file, partial_dir_for, publish_file
-from .sinks import _Sink
+from .sinks import CallableSink, FolderSink, Sink
 
 
 _CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
@@ -57,7 +57,7 @@ def check_stream_copy(src_path, fmt_name: str, video_codec: Optional[str] = None
     """Every audio/subtitle stream of ``src_path`` (a path or :class:`VideoBytes`) must fit a ``fmt_name``
     container as it is (else say so now, naming the output extensions that would hold them all)."""
     av = _av()
-    with _open_input(src_path) as src:
+    with open_input(src_path) as src:
         streams = _copyable_streams(src)
         bad = _holds(fmt_name, streams)
         if bad is None:
@@ -181,7 +181,7 @@ def check_video_options(path: str, codec: str = "libx264", pix_fmt: Optional[str
     return fmt_name
 
 
-class VideoFileSink(_Sink):
+class VideoFileSink(Sink):
     """Encode RGB frames to a video file; keeps timing, colour tags and rotation; copies audio/subtitles.
 
     ``codec`` (default ``libx264``), ``crf`` (18), ``preset`` (``medium``), ``pix_fmt`` (default: the input's
@@ -198,15 +198,10 @@ class VideoFileSink(_Sink):
                  resume: bool = False, inputs: Sequence[str] = (), copy_streams: bool = True,
                  audio_from=None, format: Optional[str] = None, settings: Optional[dict] = None,
                  faststart: bool = True, copy_span: Optional[Tuple[float, float]] = None):
-        av = _av()
         self.path = check_output_path(os.fspath(path), inputs=inputs, force=force, resume=resume)
         self.force, self.resume = force, resume
         self.partial = partial_dir_for(self.path)
-        self.codec, self.crf, self.preset = codec, crf, preset
-        self.pix_fmt_given = pix_fmt
-        self.pix_fmt = pix_fmt or default_pix_fmt(codec)     # final once the source is known (prepare)
-        self.hdr_warning: Optional[str] = None
-        self.extra_options = dict(options or {})
+        self._init_encoder(codec, crf, preset, pix_fmt, options)
         self.copy_streams = copy_streams
         self.audio_from = audio_from
         self.copy_span = None if copy_span is None else (float(copy_span[0]), float(copy_span[1]))
@@ -219,6 +214,16 @@ class VideoFileSink(_Sink):
                          "options": self.extra_options, **(settings or {})}
         self._state = {"version": STATE_VERSION, "kind": "video", "settings": self.settings, "frames_done": 0,
                        "segments": []}
+        self.copy_counts: Dict[int, dict] = {}   # source stream index -> audio/subtitle packets read/written/dropped
+        _prepare_partial(self, inputs)
+
+    def _init_encoder(self, codec, crf, preset, pix_fmt, options):
+        """The encoder settings and per-run counters (shared with :class:`SegmentSink`)."""
+        self.codec, self.crf, self.preset = codec, crf, preset
+        self.pix_fmt_given = pix_fmt
+        self.pix_fmt = pix_fmt or default_pix_fmt(codec)     # final once the source is known (prepare)
+        self.hdr_warning: Optional[str] = None
+        self.extra_options = dict(options or {})
         self._start, self._carry = 0, None
         self._seg = None            # (container, stream, tmp path, final name, first index)
         self._seg_frames = 0
@@ -226,9 +231,7 @@ class VideoFileSink(_Sink):
         self._size: Optional[Tuple[int, int]] = None
         self._last_pts: Optional[int] = None
         self._frames_written = 0
-        self.copy_counts: Dict[int, dict] = {}   # source stream index -> audio/subtitle packets read/written/dropped
         self.loss_warning: Optional[str] = None  # frames the encoder swallowed (see _count_encoded)
-        _prepare_partial(self, inputs)
 
     def resume_point(self):
         return self._start, self._carry
@@ -279,10 +282,10 @@ class VideoFileSink(_Sink):
             return Fraction(info.time_base)
         return Fraction(1, 25) if not (info and info.fps) else 1 / Fraction(info.fps)
 
-    def _open_segment(self, first_index: int):
+    def _open_segment(self, first_index: int, tmp: Optional[str] = None):
         av = _av()
         name = f"seg_{first_index:09d}{self.seg_ext}"
-        tmp = os.path.join(self.partial, name + ".tmp")
+        tmp = tmp or os.path.join(self.partial, name + ".tmp")
         c = av.open(tmp, "w", format=self.seg_format)
         info = self._info
         rate = info.fps if (info and info.fps) else None
@@ -325,7 +328,7 @@ class VideoFileSink(_Sink):
                 pass
         self._seg = (c, s, tmp, name, first_index)
         self._seg_frames = 0
-        self._seg_packets: List[List[Optional[int]]] = []   # [pts, dts] of every packet, in mux order
+        self._seg_packets: List[list] = []                  # [pts, dts, key] of every packet, in mux order
         self._seg_durations: Dict[int, int] = {}            # frame pts -> duration (time base units)
         self._seg_index: Dict[int, int] = {}                # frame pts -> frame index (to name a lost frame)
 
@@ -379,7 +382,7 @@ class VideoFileSink(_Sink):
     def _count_encoded(self):
         """Frames handed to the encoder against the packets it gave for this segment: a frame the encoder
         swallowed is counted and named (``loss_warning``; the run ends incomplete), never passed silently."""
-        got = {pt for pt, _ in self._seg_packets if pt is not None}
+        got = {pt for pt, *_ in self._seg_packets if pt is not None}
         lost = sorted(i for pt, i in self._seg_index.items() if pt not in got)
         n = self._seg_frames - len(self._seg_packets)
         if n <= 0 and not lost:
@@ -390,7 +393,7 @@ class VideoFileSink(_Sink):
                              + (f": frame #{', #'.join(map(str, named))}" if named else ""))
 
     def _mux(self, c, p):
-        self._seg_packets.append([p.pts, p.dts])
+        self._seg_packets.append([p.pts, p.dts, bool(p.is_keyframe)])
         c.mux(p)
 
     def commit(self, frames_done: int, state: Optional[dict] = None):
@@ -406,7 +409,7 @@ class VideoFileSink(_Sink):
             # exact timing of every packet, whatever the segment container rounds (edit lists, ms clocks)
             tb = self._time_base()
             side = {"time_base": f"{tb.numerator}/{tb.denominator}",
-                    "packets": [[pt, dt, self._seg_durations.get(pt)] for pt, dt in self._seg_packets]}
+                    "packets": [[pt, dt, self._seg_durations.get(pt)] for pt, dt, _ in self._seg_packets]}
             _atomic_write(os.path.join(self.partial, name + ".json"), json.dumps(side).encode())
             os.replace(tmp, os.path.join(self.partial, name))
             self._state["segments"].append({"file": name, "first": first, "frames": self._seg_frames})
@@ -426,144 +429,224 @@ class VideoFileSink(_Sink):
     # -- final assembly ------------------------------------------------------------------------------------
     def finish(self) -> str:
         """Remux the segments (+ the source's audio/subtitles) into the target, atomically."""
-        av = _av()
         if self._seg is not None:
             self.commit(self._state["frames_done"] + self._seg_frames)
         segs = self._state["segments"]
         if not segs:
             raise VsrOutputError("no frames were written")
         tmp = os.path.join(self.partial, "assembled" + os.path.splitext(self.path)[1])
-        src = out = first = None
-        try:
-            copied = []
-            if self.copy_streams and self.audio_from:
-                src = _open_input(self.audio_from)
-                copied = _copyable_streams(src)
-            opts = {}
-            if self.format in _MP4_FAMILY:
-                if self.faststart:
-                    opts["movflags"] = "+faststart"
-                # edit lists (start offsets, audio priming) in a clock that holds every stream's ticks exactly,
-                # instead of the default milliseconds
-                den = self._time_base().denominator
-                for st in copied:
-                    if st.time_base:
-                        den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
-                if den <= 2 ** 31 - 1:
-                    opts["movie_timescale"] = str(den)
-            out = av.open(tmp, "w", format=self.format, container_options=opts)
-            first = av.open(os.path.join(self.partial, segs[0]["file"]))
-            vt = first.streams.video[0]
-            ov = out.add_stream_from_template(vt)
-            info = self._info
-            # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
-            # and the pixel aspect ratio, written into the final container
-            if info is not None and info.fps:
-                ov.codec_context.framerate = Fraction(info.fps)
-            if info is not None and info.sar:
-                ov.codec_context.sample_aspect_ratio = Fraction(info.sar)
-            rot = self._info.rotation if self._info is not None else 0
-            if rot:
-                ov.set_display_rotation(rot)
-            pairs = []
-            for st in copied:
-                o = out.add_stream_from_template(st)
-                try:
-                    o.metadata.update(st.metadata)
-                    o.disposition = st.disposition
-                except Exception:  # pragma: no cover
-                    pass
-                pairs.append((st, o))
-            first.close()
-            first = None
-            self._mux_all(out, ov, segs, src, pairs)
-            out.close()
-            out = None
-        except BaseException:
-            discard_file(out, tmp)
-            raise
-        finally:
-            for c in (src, first):
-                if c is not None:
-                    c.close()
+        info = self._info
+        copy = remux(tmp, self.format, os.path.join(self.partial, segs[0]["file"]), self._video_packets(segs),
+                     time_base=self._time_base(), fps=info.fps if info is not None else None,
+                     sar=info.sar if info is not None else None, rotation=info.rotation if info is not None else 0,
+                     audio_from=self.audio_from if self.copy_streams else None, copy_span=self.copy_span,
+                     faststart=self.faststart)
+        self.copy_counts = copy.counts
+        if copy.warning:
+            self.copy_warning = copy.warning
         if os.path.lexists(self.path) and os.path.isdir(self.path):  # pragma: no cover - checked earlier
             raise VsrOutputError(f"output {self.path} became a folder")
         publish_file(tmp, self.path)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.path
 
-    def _mux_all(self, out, ov, segs, src, pairs):
-        """Interleave video packets from the segments with the copied packets by decode time."""
+    def _video_packets(self, segs):
+        """The segments' video packets with their recorded timing, in file (decode) order."""
         av = _av()
-        import heapq
+        last_dts = None
+        for seg in segs:
+            path = os.path.join(self.partial, seg["file"])
+            with open(path + ".json") as fh:
+                side = json.load(fh)
+            tb = Fraction(side["time_base"])
+            rec = side["packets"]
+            k = 0
+            with av.open(path) as c:
+                vs = c.streams.video[0]
+                for p in c.demux(vs):
+                    if p.size == 0:
+                        continue
+                    if k >= len(rec):
+                        raise VsrOutputError(f"{path} holds more packets than recorded; pass --force to start over")
+                    pts, dts, dur = rec[k]
+                    k += 1
+                    p.time_base = tb
+                    p.pts, p.dts = pts, dts
+                    if dur:
+                        p.duration = dur
+                    if dts is not None and last_dts is not None and dts <= last_dts:
+                        # segments start with an IDR whose dts can touch the previous segment's last one
+                        p.dts = last_dts + 1
+                        if p.pts is not None and p.pts < p.dts:
+                            p.pts = p.dts
+                    last_dts = p.dts if p.dts is not None else last_dts
+                    yield p
+            if k != len(rec):
+                raise VsrOutputError(f"{path} is damaged ({k} of {len(rec)} packets); pass --force to start over")
 
-        def video_packets():
-            last_dts = None
-            for seg in segs:
-                path = os.path.join(self.partial, seg["file"])
-                with open(path + ".json") as fh:
-                    side = json.load(fh)
-                tb = Fraction(side["time_base"])
-                rec = side["packets"]
-                k = 0
-                with av.open(path) as c:
-                    vs = c.streams.video[0]
-                    for p in c.demux(vs):
-                        if p.size == 0:
-                            continue
-                        if k >= len(rec):
-                            raise VsrOutputError(f"{path} holds more packets than recorded; pass --force to start over")
-                        pts, dts, dur = rec[k]
-                        k += 1
-                        p.time_base = tb
-                        p.pts, p.dts = pts, dts
-                        if dur:
-                            p.duration = dur
-                        if dts is not None and last_dts is not None and dts <= last_dts:
-                            # segments start with an IDR whose dts can touch the previous segment's last one
-                            p.dts = last_dts + 1
-                            if p.pts is not None and p.pts < p.dts:
-                                p.pts = p.dts
-                        last_dts = p.dts if p.dts is not None else last_dts
-                        yield p
-                if k != len(rec):
-                    raise VsrOutputError(f"{path} is damaged ({k} of {len(rec)} packets); pass --force to start over")
 
-        def copied_packets():
-            if src is None or not pairs:
-                return
-            m = {s.index: o for s, o in pairs}
-            span = self.copy_span
-            for s, _ in pairs:
-                self.copy_counts[s.index] = {"read": 0, "written": 0, "dropped": 0}
+class StreamCopy:
+    """The audio/subtitle packets of a source copied into an output: per source stream ``counts`` (read, written,
+    dropped), and ``warning`` when a packet was lost (a damaged packet the muxer refused, a copy cut short)."""
+
+    def __init__(self):
+        self.counts: Dict[int, dict] = {}
+        self.warning: Optional[str] = None
+
+    @property
+    def written(self) -> int:
+        return sum(c["written"] for c in self.counts.values())
+
+    def packets(self, src, pairs, span: Optional[Tuple[float, float]] = None):
+        """``(packet, output stream)`` of every audio/subtitle packet of ``src``, in file order: each source
+        packet exactly once (all of them, or those overlapping ``span`` seconds)."""
+        av = _av()
+        m = {s.index: o for s, o in pairs}
+        for s, _ in pairs:
+            self.counts[s.index] = {"read": 0, "written": 0, "dropped": 0}
+        refused = self.warning
+        if not pairs:
+            return
+        try:
+            for p in src.demux([s for s, _ in pairs]):
+                if p.dts is None and p.pts is None:
+                    continue
+                o = m.get(p.stream.index)
+                if o is None:
+                    continue
+                self.counts[p.stream.index]["read"] += 1
+                if span is not None and p.time_base:
+                    t = p.pts if p.pts is not None else p.dts
+                    t0 = float(t * p.time_base)
+                    if t0 >= span[1] or t0 + float((p.duration or 0) * p.time_base) <= span[0]:
+                        continue
+                yield p, o
+        except av.error.FFmpegError as e:
+            self.warning = "; ".join(w for w in (refused, f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})")
+                                     if w)
+
+
+def _header_refused(fmt: str, st, probe: str) -> Optional[str]:
+    """Why a ``fmt`` muxer refuses to write a header for stream ``st`` as it is (None: it does not); tried in the
+    file ``probe`` (removed after; a real file: some muxers check more there than in memory)."""
+    av = _av()
+    cc = st.codec_context
+    if fmt in ("matroska", "webm") and cc is not None and cc.name == "aac" and not cc.extradata:
+        return "AAC without its decoder configuration (extradata), which Matroska needs"   # refused per packet
+    c = av.open(probe, "w", format=fmt)
+    try:
+        c.add_stream_from_template(st)
+        c.start_encoding()
+        return None
+    except (ValueError, av.error.FFmpegError) as e:
+        msg = _ffmpeg_msg(e)
+        return msg.split("last error log: ")[-1] if "last error log: " in msg else msg
+    finally:
+        try:
+            c.close()
+        except Exception:  # pragma: no cover
+            pass
+        try:
+            os.remove(probe)
+        except OSError:
+            pass
+
+
+def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fraction, fps=None, sar=None,
+          rotation: int = 0, audio_from=None, copy_span: Optional[Tuple[float, float]] = None,
+          faststart: bool = True) -> StreamCopy:
+    """Write ``tmp`` (container ``fmt``): the video stream of the ``template`` segment file with ``video_packets``
+    (timed packets, decode order) interleaved by decode time with every audio/subtitle packet of ``audio_from``
+    (a path or :class:`VideoBytes`; packet copy). The frame rate, pixel aspect ratio and rotation are written into
+    the container. The final step of ``vsr-engine upscale`` (:class:`VideoFileSink`) and of a batch job's merge."""
+    av = _av()
+    import heapq
+    src = out = first = None
+    copy = StreamCopy()
+    try:
+        copied = []
+        if audio_from:
+            src = open_input(audio_from)
+            copied = []
+            for st in _copyable_streams(src):
+                why = _header_refused(fmt, st, tmp + ".probe")
+                if why is None:
+                    copied.append(st)
+                else:   # damaged stream parameters (e.g. 0 channels): the stream is left out, and said so
+                    copy.counts[st.index] = {"read": 0, "written": 0, "dropped": 0, "refused": why}
+                    copy.warning = (f"copying audio/subtitles: stream #{st.index} left out, the muxer refuses its "
+                                    f"damaged parameters ({why})")
+        opts = {}
+        if fmt in _MP4_FAMILY:
+            if faststart:
+                opts["movflags"] = "+faststart"
+            # edit lists (start offsets, audio priming) in a clock that holds every stream's ticks exactly,
+            # instead of the default milliseconds
+            den = Fraction(time_base).denominator
+            for st in copied:
+                if st.time_base:
+                    den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
+            if den <= 2 ** 31 - 1:
+                opts["movie_timescale"] = str(den)
+        out = av.open(tmp, "w", format=fmt, container_options=opts)
+        first = av.open(template)
+        ov = out.add_stream_from_template(first.streams.video[0])
+        # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
+        # and the pixel aspect ratio, written into the final container
+        if fps:
+            ov.codec_context.framerate = Fraction(fps)
+        if sar:
+            ov.codec_context.sample_aspect_ratio = Fraction(sar)
+        if rotation:
+            ov.set_display_rotation(rotation)
+        pairs = []
+        for st in copied:
+            o = out.add_stream_from_template(st)
             try:
-                for p in src.demux([s for s, _ in pairs]):
-                    if p.dts is None and p.pts is None:
-                        continue
-                    o = m.get(p.stream.index)
-                    if o is None:
-                        continue
-                    self.copy_counts[p.stream.index]["read"] += 1
-                    if span is not None and p.time_base:
-                        t = p.pts if p.pts is not None else p.dts
-                        t0 = float(t * p.time_base)
-                        if t0 >= span[1] or t0 + float((p.duration or 0) * p.time_base) <= span[0]:
-                            continue
-                    yield p, o
-            except av.error.FFmpegError as e:
-                self.copy_warning = f"copying audio/subtitles stopped early ({_ffmpeg_msg(e)})"
+                o.metadata.update(st.metadata)
+                o.disposition = st.disposition
+            except Exception:  # pragma: no cover
+                pass
+            pairs.append((st, o))
+        first.close()
+        first = None
+        try:
+            out.start_encoding()      # the header, before any packet is read
+        except av.error.FFmpegError as e:
+            if not pairs:
+                raise
+            # a damaged stream the muxer refuses only next to the others: the video alone, and said so
+            out.close()
+            os.remove(tmp)
+            out = av.open(tmp, "w", format=fmt, container_options=opts)
+            with av.open(template) as t:
+                ov = out.add_stream_from_template(t.streams.video[0])
+            if fps:
+                ov.codec_context.framerate = Fraction(fps)
+            if sar:
+                ov.codec_context.sample_aspect_ratio = Fraction(sar)
+            if rotation:
+                ov.set_display_rotation(rotation)
+            why = _ffmpeg_msg(e)
+            why = why.split("last error log: ")[-1] if "last error log: " in why else why
+            for st, _ in pairs:
+                copy.counts[st.index] = {"read": 0, "written": 0, "dropped": 0, "refused": why}
+            copy.warning = (f"copying audio/subtitles: streams #{', #'.join(str(st.index) for st, _ in pairs)} "
+                            f"left out, the muxer refuses their damaged parameters ({why})")
+            pairs = []
+            out.start_encoding()
 
         def key(p):
             t = p.dts if p.dts is not None else p.pts
             return float(t * p.time_base) if (t is not None and p.time_base) else 0.0
 
-        streams = [(("v", p) for p in video_packets()), (("c", q) for q in copied_packets())]
+        streams = [(("v", p) for p in video_packets), (("c", q) for q in copy.packets(src, pairs, copy_span))]
         heap = []
         for n, it in enumerate(streams):
             for item in it:
                 heapq.heappush(heap, (key(item[1] if item[0] == "v" else item[1][0]), n, item, it))
                 break
-        seq = dropped = 0
+        dropped = 0
         while heap:
             _, n, item, it = heapq.heappop(heap)
             kind, obj = item
@@ -572,7 +655,7 @@ class VideoFileSink(_Sink):
                 out.mux(obj)
             else:
                 p, o = obj
-                cnt = self.copy_counts[p.stream.index]
+                cnt = copy.counts[p.stream.index]
                 try:
                     p.stream = o
                     out.mux(p)
@@ -581,12 +664,92 @@ class VideoFileSink(_Sink):
                     # a damaged input's audio/subtitle packet the muxer refuses (bad timestamps): dropped, counted
                     dropped += 1
                     cnt["dropped"] += 1
-                    self.copy_warning = (f"copying audio/subtitles: {dropped} damaged packet(s) of the input "
-                                         f"dropped ({_ffmpeg_msg(e)})")
-            seq += 1
+                    copy.warning = (f"copying audio/subtitles: {dropped} damaged packet(s) of the input "
+                                    f"dropped ({_ffmpeg_msg(e)})")
             for nxt in it:
                 heapq.heappush(heap, (key(nxt[1] if nxt[0] == "v" else nxt[1][0]), n, nxt, it))
                 break
+        out.close()
+        out = None
+    except BaseException:
+        discard_file(out, tmp)
+        raise
+    finally:
+        for c in (src, first):
+            if c is not None:
+                c.close()
+    return copy
+
+
+class SegmentSink(VideoFileSink):
+    """Stage 5 for one segment of a batch job (``vsr_engine.distributed``): the encoder of :class:`VideoFileSink`
+    (settings, colour tags, SAR, rotation, bit depth, HDR10, frame timing: all from the source's
+    :class:`SourceInfo`) writing one file ``path`` in container ``format``, with closed GOPs. Only the frames whose
+    PTS are in ``keep`` (the segment's own) are encoded; the context frames around them are dropped. No audio (the
+    merge copies the source's audio/subtitle packets once for the whole video), no partial folder: the caller
+    verifies the file and renames it. ``finish()`` closes the file and returns its path; :attr:`packets` then holds
+    ``[pts, dts, duration, key]`` of every packet in file order (the exact timing, whatever the container rounds).
+    """
+    resumable = False
+
+    def __init__(self, path, keep: Sequence[int], *, format: str = "mp4", codec: str = "libx264",
+                 crf: Optional[float] = 18, preset: Optional[str] = "medium", pix_fmt: Optional[str] = None,
+                 options: Optional[Dict[str, str]] = None):
+        self.path = os.fspath(path)
+        self.partial = os.path.dirname(os.path.abspath(self.path))
+        self._init_encoder(codec, crf, preset, pix_fmt, options)
+        if codec in ("libx264", "libx265"):
+            self.extra_options.setdefault("flags", "+cgop")   # a segment never refers to frames outside itself
+        self.copy_streams, self.audio_from, self.copy_span, self.faststart = False, None, None, False
+        self.format = check_video_options("segment" + (".mp4" if format in _MP4_FAMILY else ".mkv"), codec, pix_fmt,
+                                          format)
+        self.seg_format, self.seg_ext = self.format, ""
+        self.keep = [int(p) for p in keep]
+        self._keep = set(self.keep)
+        self.settings = {}
+        self._state = {"frames_done": 0, "segments": []}
+        self.packets: List[list] = []
+
+    def write(self, rgb, finfo: FrameInfo):
+        if finfo.pts in self._keep:
+            super().write(rgb, finfo)
+
+    def write_frame(self, f, finfo: FrameInfo):
+        if finfo.pts in self._keep:
+            if self._seg is None:
+                self._open_segment(finfo.index, tmp=self.path)
+            super().write_frame(f, finfo)
+
+    def commit(self, frames_done: int, state: Optional[dict] = None):
+        pass                                              # one file for the whole segment, closed by finish()
+
+    def finish(self) -> str:
+        if self._seg is None:
+            raise VsrOutputError(f"{os.path.basename(self.path)}: none of the segment's {len(self.keep)} frames arrived")
+        c, s, *_ = self._seg
+        for p in s.encode(None):
+            self._mux(c, p)
+        c.close()
+        self._seg = None
+        self._count_encoded()
+        if self._seg_frames != len(self.keep):
+            raise VsrOutputError(f"{os.path.basename(self.path)}: {self._seg_frames} of the segment's "
+                                 f"{len(self.keep)} frames arrived")
+        # packets come out reordered: each gets its own frame's duration
+        self.packets = [[pt, dt, self._seg_durations.get(pt), key] for pt, dt, key in self._seg_packets]
+        return self.path
+
+    def abort(self, exc=None):
+        if self._seg is not None:
+            try:
+                self._seg[0].close()
+            except Exception:
+                pass
+            self._seg = None
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
 
 
 def _copyable_streams(src) -> list:
@@ -610,3 +773,21 @@ def _guess_format(path: str) -> str:
     except Exception:
         raise VsrOutputError(f"cannot tell the container format from {os.path.basename(path)!r}; use an extension "
                              "like .mp4 or .mkv (or a folder name for PNG frames)") from None
+
+
+def open_sink(sink, *, inputs: Sequence[str] = (), force: bool = False, resume: bool = False,
+              settings: Optional[dict] = None, **video_options) -> Sink:
+    """A sink object from a video path (by extension), a folder path (PNG frames; an existing folder or a path
+    without a video extension), a callable, or an existing sink."""
+    if isinstance(sink, Sink):
+        return sink
+    if callable(sink):
+        return CallableSink(sink)
+    if isinstance(sink, (str, os.PathLike)):
+        p = os.fspath(sink)
+        ext = os.path.splitext(p.rstrip(os.sep))[1].lower()
+        is_folder = p.endswith(os.sep) or os.path.isdir(p) or not ext
+        if is_folder:
+            return FolderSink(p, force=force, resume=resume, inputs=inputs, settings=settings)
+        return VideoFileSink(p, force=force, resume=resume, inputs=inputs, settings=settings, **video_options)
+    raise VsrOutputError(f"cannot use a {type(sink).__name__} as a sink: give a video path, a folder or a callable")

@@ -1,4 +1,4 @@
-"""Host-side frame conversion: YUV <-> RGB with the stream's own matrix and range (BT.601 / BT.709 / BT.2020,
+"""Stages 1 and 5, decode and encode: host-side frame conversion: YUV <-> RGB with the stream's own matrix and range (BT.601 / BT.709 / BT.2020,
 limited / full), 8- to 16-bit, grayscale; untagged streams get FFmpeg's guess."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Crash safety and resume: the ``OUTPUT.partial/`` folder next to a target, its ``state.json`` (frames done,
+"""Stage 5, encode: crash safety and resume: the ``OUTPUT.partial/`` folder next to a target, its ``state.json`` (frames done,
 settings, the engine's carried state), atomic writes, and the output-path checks made before any work."""
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Where output frames go: the sink protocol (:class:`_Sink`), PNG folders (:class:`FolderSink`), callables
-(:class:`CallableSink`), and :func:`open_sink`, which picks one from a path or object."""
+"""Stage 5, encode: where output frames go -- the sink protocol (:class:`Sink`, the base of every sink, the
+video file sink of ``encode`` included), PNG folders (:class:`FolderSink`) and callables (:class:`CallableSink`).
+``encode.open_sink`` picks a sink from a path or object."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from .common import FrameInfo, SourceInfo, VsrOutputError
 from .resume import STATE_VERSION, _abort_partial, _commit_state, _prepare_partial, check_output_path, partial_dir_for
 
 
-class _Sink:
+class Sink:
     """Base of the sinks the engine writes to: ``prepare(info)`` (before any work), ``open(info, width, height)``
     (first frame), ``write(rgb, FrameInfo)``,
     ``commit(frames_done, state)`` at each window end, ``finish()`` -> result path, ``abort(exc)``."""
@@ -40,7 +41,7 @@ class _Sink:
         pass
 
 
-class CallableSink(_Sink):
+class CallableSink(Sink):
     """Calls ``fn(rgb)`` (or ``fn(rgb, FrameInfo)`` when ``with_info``) for every output frame, in order."""
 
     def __init__(self, fn: Callable, with_info: bool = False):
@@ -54,7 +55,7 @@ class CallableSink(_Sink):
             self.fn(rgb)
 
 
-class FolderSink(_Sink):
+class FolderSink(Sink):
     """PNG files ``00000000.png``, ... (named by frame index) into a folder created for them; written into
     ``FOLDER.partial/`` and renamed to ``FOLDER`` when complete (resumable: committed frames are kept)."""
     resumable = True
@@ -98,22 +99,3 @@ class FolderSink(_Sink):
 
     def abort(self, exc=None):
         _abort_partial(self)
-
-
-def open_sink(sink, *, inputs: Sequence[str] = (), force: bool = False, resume: bool = False,
-              settings: Optional[dict] = None, **video_options) -> _Sink:
-    """A sink object from a video path (by extension), a folder path (PNG frames; an existing folder or a path
-    without a video extension), a callable, or an existing sink."""
-    if isinstance(sink, _Sink):
-        return sink
-    if callable(sink):
-        return CallableSink(sink)
-    if isinstance(sink, (str, os.PathLike)):
-        p = os.fspath(sink)
-        ext = os.path.splitext(p.rstrip(os.sep))[1].lower()
-        is_folder = p.endswith(os.sep) or os.path.isdir(p) or not ext
-        if is_folder:
-            return FolderSink(p, force=force, resume=resume, inputs=inputs, settings=settings)
-        from .encode import VideoFileSink  # the encoder stage builds on these sinks
-        return VideoFileSink(p, force=force, resume=resume, inputs=inputs, settings=settings, **video_options)
-    raise VsrOutputError(f"cannot use a {type(sink).__name__} as a sink: give a video path, a folder or a callable")

@@ -1,4 +1,4 @@
-"""Source side of the streaming pipeline: decoded frames as they are, for staging into the (pinned) input ring.
+"""Stage 2, stage: the source side of the streaming pipeline: decoded frames as they are, for staging into the (pinned) input ring.
 
 :func:`open_staged_source` opens a source like :func:`~vsr_engine.io.decode.open_source`, except that a video's
 decoded YUV frames (4:2:0 / 4:2:2 / 4:4:4, 8 or 10 bit, BT.601 / BT.709 / BT.2020) are handed over unconverted:
@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Optional
 
-from .common import VsrInputError
-from .decode import FolderSource, IterableSource, VideoBytes, VideoReader, open_source
+from .common import VideoBytes, VsrInputError
+from .decode import FolderSource, IterableSource, VideoReader, open_source
 
 __all__ = ["StagedVideoReader", "open_staged_source", "staged_frames", "STAGED_YUV_FORMATS"]
 
@@ -33,9 +33,14 @@ class StagedVideoReader(VideoReader):
         return super()._convert(f)
 
 
-def open_staged_source(source, *, start: int = 0, fps=None, queue_size: int = 8, yuv: bool = True, threads: int = 0):
+def open_staged_source(source, *, start: int = 0, fps=None, queue_size: int = 8, yuv: bool = True,
+                       frame_range=None, threads: int = 0):
     """Like ``open_source``; with ``yuv`` a video is read by a :class:`StagedVideoReader` (``threads``: its
-    decoder threads, 0 = FFmpeg's automatic count)."""
+    decoder threads, 0 = FFmpeg's automatic count); ``frame_range`` (a
+    :class:`~vsr_engine.io.common.FrameRange`): only those frames of a video file (a batch segment)."""
+    if frame_range is not None:
+        return (StagedVideoReader if yuv else VideoReader)(source, queue_size=queue_size, frame_range=frame_range,
+                                                           threads=threads)
     if not yuv or isinstance(source, (VideoReader, FolderSource, IterableSource)):
         return open_source(source, start=start, fps=fps, queue_size=queue_size)
     if isinstance(source, VideoBytes) or (hasattr(source, "demux") and hasattr(source, "streams")):

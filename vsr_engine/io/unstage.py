@@ -1,4 +1,4 @@
-"""Sink side of the streaming pipeline: which format output frames are converted to on the device, and how a
+"""Stage 4, unstage: the sink side of the streaming pipeline: which format output frames are converted to on the device, and how a
 downloaded frame (a view into a pinned ring slot) reaches a sink.
 
 A video file sink whose pixel format is planar YUV (``yuv420p``, ``yuv422p``, ``yuv444p``, 8 or 10 bit) with a
