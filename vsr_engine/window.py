@@ -166,12 +166,8 @@ def _flow_warp(feat: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return ops.flow_warp(feat, flow.permute(0, 2, 3, 1))
 
 
-class BlackBox:
-    """Any (N, T, 3, H, W) -> (N, T, 3, sH, sW) module: symmetric context of ``overlap`` frames."""
-
-    def __init__(self, model: nn.Module, overlap: int):
-        self.model = model
-        self.overlap = overlap
+class _Stateless:
+    """A window processor that carries nothing from one window to the next."""
 
     def reset(self):
         pass
@@ -181,6 +177,14 @@ class BlackBox:
 
     def load_state(self, st, device, dtype):
         pass
+
+
+class BlackBox(_Stateless):
+    """Any (N, T, 3, H, W) -> (N, T, 3, sH, sW) module: symmetric context of ``overlap`` frames."""
+
+    def __init__(self, model: nn.Module, overlap: int):
+        self.model = model
+        self.overlap = overlap
 
     def left_context(self) -> int:
         return self.overlap
@@ -229,7 +233,7 @@ def pad_time(x: torch.Tensor, before: int, after: int, policy: str = "zeros") ->
     return x[:, idx]
 
 
-class SlidingWindow:
+class SlidingWindow(_Stateless):
     """A sliding-window model run window by window, exactly: output ``t`` is ``model.forward_window`` of frames
     ``t - R .. t + R`` (R = ``model.temporal_radius``). The Engine gives it R frames of left context (kept from
     the previous window) and R frames of lookahead (its ``overlap`` is set to R), so a frame is missing from ``x``
@@ -242,15 +246,6 @@ class SlidingWindow:
         if self.radius < 0 or self.policy not in PAD_POLICIES:
             raise VsrError(f"{type(model).__name__}: temporal_radius {self.radius} / temporal_pad "
                            f"{self.policy!r} not supported ({', '.join(PAD_POLICIES)})")
-
-    def reset(self):
-        pass
-
-    def state(self):
-        return None
-
-    def load_state(self, st, device, dtype):
-        pass
 
     def left_context(self) -> int:
         return self.radius

