@@ -469,9 +469,12 @@ def _triton_bwd(grad, input, offset, weight, mask, stride, padding, dilation, ne
     goff = torch.zeros(offset.shape, device=input.device, dtype=cdt) if need_off else None
     gm = torch.zeros(mask.shape, device=input.device, dtype=cdt) if need_m else None
     if need_x or need_off or need_m:
-        _bwd_data_kernel[(cdiv(ho * wo, cfg.block_p), n * groups)](
+        # GPU: 8 warps and 32-pixel tiles (4 warps sat at 255 registers and spilled at sm_80; 64-pixel tiles on 8
+        # warps still spilled 4 B in 16-bit at sm_80 -- scripts/aot_kernels.py)
+        bp = cfg.block_p if INTERPRET else min(cfg.block_p, 32)
+        _bwd_data_kernel[(cdiv(ho * wo, bp), n * groups)](
             xh, off, msk, wk, g, gx, goff, gm, *ga, NEED_X=need_x, NEED_OFF=need_off, NEED_MASK=need_m,
-            **dict(common, num_warps=cfg.num_warps if INTERPRET else 8))  # 4 warps: 255 regs, spills at sm_80
+            **dict(common, BLOCK_P=bp, num_warps=cfg.num_warps if INTERPRET else 8))
     gw = None
     if need_w:
         nch = cdiv(cpg, cfg.ngc * cfg.cgc)
