@@ -6,6 +6,7 @@ imports from the rest of ``vsr_engine.io``)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 from array import array
 from fractions import Fraction
@@ -48,6 +49,29 @@ def shows_picture(codec: str, data) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def _random_access(path_or_bytes):
+    """``(size, read(offset, n))`` over a file's bytes (a path or bytes); ``(0, None)`` when it cannot be read."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = memoryview(path_or_bytes)
+        yield len(data), lambda a, n: bytes(data[a:a + n])
+        return
+    try:
+        size = os.path.getsize(path_or_bytes)
+        fh = open(path_or_bytes, "rb")
+    except (OSError, TypeError, ValueError):
+        yield 0, None
+        return
+
+    def read(a, n):
+        fh.seek(a)
+        return fh.read(n)
+    try:
+        yield size, read
+    finally:
+        fh.close()
+
+
 _TS_TAIL = 4 << 20                 # bytes at the end of a transport stream looked at for a cut PES packet
 
 
@@ -77,22 +101,9 @@ def riff_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
     if "avi" not in (fmt_name or ""):
         return None
     import struct
-    try:
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            data = memoryview(path_or_bytes)
-            size = len(data)
-            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
-            fh = None
-        else:
-            size = os.path.getsize(path_or_bytes)
-            fh = open(path_or_bytes, "rb")
-
-            def read(a, n):
-                fh.seek(a)
-                return fh.read(n)
-    except (OSError, TypeError, ValueError):
-        return None
-    try:
+    with _random_access(path_or_bytes) as (size, read):
+        if read is None:
+            return None
         at = 0
         while at + 12 <= size:
             tag, n, form = struct.unpack("<4sI4s", read(at, 12))
@@ -103,9 +114,6 @@ def riff_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
                        f"({size - at} of its {n + 8} bytes)"
             at += 8 + n + (n & 1)
         return None
-    finally:
-        if fh is not None:
-            fh.close()
 
 
 def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
@@ -114,22 +122,9 @@ def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
     if "mp4" not in (fmt_name or "") and "mov" not in (fmt_name or ""):
         return None
     import struct
-    try:
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            data = memoryview(path_or_bytes)
-            size = len(data)
-            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
-            fh = None
-        else:
-            size = os.path.getsize(path_or_bytes)
-            fh = open(path_or_bytes, "rb")
-
-            def read(a, n):
-                fh.seek(a)
-                return fh.read(n)
-    except (OSError, TypeError, ValueError):
-        return None
-    try:
+    with _random_access(path_or_bytes) as (size, read):
+        if read is None:
+            return None
         at = 0
         for _ in range(100000):
             if at + 8 > size:
@@ -148,9 +143,6 @@ def box_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
                 return f"the file ends inside its '{name}' box ({size - at} of its {n} bytes)"
             at += n
         return None
-    finally:
-        if fh is not None:
-            fh.close()
 
 
 def ts_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
@@ -159,21 +151,9 @@ def ts_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
     length it declares. A stream cut between whole PES packets gives no sign (MPEG-TS declares no end)."""
     if "mpegts" not in (fmt_name or ""):
         return None
-    try:
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            data = memoryview(path_or_bytes)
-            size = len(data)
-            read = lambda a, n: bytes(data[a:a + n])  # noqa: E731
-        else:
-            size = os.path.getsize(path_or_bytes)
-            fh = open(path_or_bytes, "rb")
-
-            def read(a, n):
-                fh.seek(a)
-                return fh.read(n)
-    except (OSError, TypeError, ValueError):
-        return None
-    try:
+    with _random_access(path_or_bytes) as (size, read):
+        if read is None:
+            return None
         head = read(0, 4 * 204 + 8)
         for stride, off in _TS_STRIDES:
             if size < stride + off or not all(head[off + k * stride] == 0x47 for k in range(4)
@@ -212,9 +192,6 @@ def ts_cut(path_or_bytes, fmt_name: str) -> Optional[str]:
                             "file)")
             return None
         return None
-    finally:
-        if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            fh.close()
 
 
 class FrameAccount:
