@@ -588,17 +588,21 @@ def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fracti
                     den = den * st.time_base.denominator // math.gcd(den, st.time_base.denominator)
             if den <= 2 ** 31 - 1:
                 opts["movie_timescale"] = str(den)
+        def add_video(out, tmpl):
+            ov = out.add_stream_from_template(tmpl.streams.video[0])
+            # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
+            # and the pixel aspect ratio, written into the final container
+            if fps:
+                ov.codec_context.framerate = Fraction(fps)
+            if sar:
+                ov.codec_context.sample_aspect_ratio = Fraction(sar)
+            if rotation:
+                ov.set_display_rotation(rotation)
+            return ov
+
         out = av.open(tmp, "w", format=fmt, container_options=opts)
         first = av.open(template)
-        ov = out.add_stream_from_template(first.streams.video[0])
-        # the real frame rate (a template demuxed from a Matroska segment carries its 1 ms clock as the rate)
-        # and the pixel aspect ratio, written into the final container
-        if fps:
-            ov.codec_context.framerate = Fraction(fps)
-        if sar:
-            ov.codec_context.sample_aspect_ratio = Fraction(sar)
-        if rotation:
-            ov.set_display_rotation(rotation)
+        ov = add_video(out, first)
         pairs = []
         for st in copied:
             o = out.add_stream_from_template(st)
@@ -620,13 +624,7 @@ def remux(tmp: str, fmt: str, template: str, video_packets, *, time_base: Fracti
             os.remove(tmp)
             out = av.open(tmp, "w", format=fmt, container_options=opts)
             with av.open(template) as t:
-                ov = out.add_stream_from_template(t.streams.video[0])
-            if fps:
-                ov.codec_context.framerate = Fraction(fps)
-            if sar:
-                ov.codec_context.sample_aspect_ratio = Fraction(sar)
-            if rotation:
-                ov.set_display_rotation(rotation)
+                ov = add_video(out, t)
             why = _ffmpeg_msg(e)
             why = why.split("last error log: ")[-1] if "last error log: " in why else why
             for st, _ in pairs:
