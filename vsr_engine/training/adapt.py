@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.usrda import USRDA, ResBlock
-from .common import _precision
+from .common import _precision, add_run_arguments
 
 CKPT, EXPORT, CONFIG, LOG = "last.pth", "usrda.safetensors", "config.json", "log.jsonl"
 WEIGHTS = ("align", "rec", "res", "sty", "idt", "cyc")
@@ -210,15 +210,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     for k, v in zip(WEIGHTS, (0.1, 1.0, 1.0, 0.1, 0.5, 1.0)):
         ap.add_argument(f"--w-{k}", type=float, default=v)
     ap.add_argument("--max-frames", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--precision", choices=("auto", "fp32"), default="auto",
-                    help="auto: the CPU plan (bf16 autocast + channels-last, fp32 masters) where it applies")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--save-every", type=int, default=50)
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    ap.add_argument("--stop-at", type=int, default=0, help="stop (checkpointed) after this step; --resume goes on")
+    add_run_arguments(ap)
 
 
 def main(argv=None) -> None:

@@ -75,3 +75,17 @@ def plot_curve(rows: List[dict], path: str) -> None:
     series("loss_avg", "blue", 0)
     series("val_psnr", "red", 1)
     img.save(path)
+
+
+def add_run_arguments(ap) -> None:
+    """The options every recipe's run shares: seed, threads, precision (the CPU plan), device, logging,
+    checkpointing and resume."""
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                    help="auto: the CPU plan (bf16 autocast + channels-last, fp32 masters) where it applies")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--save-every", type=int, default=50)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop (checkpointed) after this step; --resume goes on")
