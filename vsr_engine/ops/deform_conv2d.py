@@ -469,9 +469,11 @@ def _triton_bwd(grad, input, offset, weight, mask, stride, padding, dilation, ne
     goff = torch.zeros(offset.shape, device=input.device, dtype=cdt) if need_off else None
     gm = torch.zeros(mask.shape, device=input.device, dtype=cdt) if need_m else None
     if need_x or need_off or need_m:
-        # GPU: 8 warps and 32-pixel tiles (4 warps sat at 255 registers and spilled at sm_80; 64-pixel tiles on 8
-        # warps still spilled 4 B in 16-bit at sm_80 -- scripts/aot_kernels.py)
-        bp = cfg.block_p if INTERPRET else min(cfg.block_p, 32)
+        # GPU: 8 warps and 16-pixel tiles. 4 warps sat at 255 registers and spilled at sm_80; 64-pixel tiles on 8
+        # warps spilled 4 B in 16-bit at sm_80 (triton 3.9), 32-pixel tiles 12 B in 16-bit at sm_90 (triton 3.6, the
+        # H200's; one deformable group, 16-channel runs); 16-pixel tiles on 8 warps spill nothing in 16-bit with
+        # either triton at sm_90 or sm_80 -- scripts/aot_kernels.py, tests/ops/test_aot_kernels.py
+        bp = cfg.block_p if INTERPRET else min(cfg.block_p, 16)
         _bwd_data_kernel[(cdiv(ho * wo, bp), n * groups)](
             xh, off, msk, wk, g, gx, goff, gm, *ga, NEED_X=need_x, NEED_OFF=need_off, NEED_MASK=need_m,
             **dict(common, BLOCK_P=bp, num_warps=cfg.num_warps if INTERPRET else 8))
