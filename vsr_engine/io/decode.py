@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from .accounting import FrameAccount, box_cut, gif_cut, riff_cut, ts_cut
+from .structure import structure_damage
 from .common import (FrameInfo, FrameRange, IMAGE_EXTS, SourceInfo, VideoBytes, VsrInputError, _av, _ffmpeg_msg,
                      open_input)
 from .frames import _AVCOL_SPC, _RANGE, _bit_depth, _is_rgb_format, as_rgb_u8, frame_to_rgb, guess_matrix
@@ -417,6 +418,10 @@ class VideoReader:
             if boxed:
                 after = f" after {float(acct.last_end):.3f} s" if acct.last_end is not None else ""
                 parts.append(f"{boxed}; frames{after} may be missing")
+            else:
+                broken = structure_damage(where, self._format_name, acct.packets - acct.empty)
+                if broken:
+                    parts.append(f"{broken}; frames may be missing")
             cut = ts_cut(where, self._format_name)
             if cut:
                 after = f" after {float(acct.last_end):.3f} s" if acct.last_end is not None else ""
