@@ -5,6 +5,8 @@ import torch
 
 from op_testing import activate, check_against_ref, compile_check, gpu, gpu_backends, impl_params, needs_interpret
 from vsr_engine.ops import meta_upscale, meta_upscale_ref, use_backend
+import importlib
+MU = importlib.import_module("vsr_engine.ops.meta_upscale")
 from vsr_engine.ops.meta_upscale import _meta_bwd_op, _meta_op, _tables, meta_out_size
 
 
@@ -55,6 +57,32 @@ def test_fp32_weight_gradient_over_3600_pixels_per_class(impl, request):
     check_against_ref(impl_fn(impl, scale, o, k), lambda *a: meta_upscale_ref(a[0], scale, *a[1:], o, k),
                       inputs(n, c, h, w, o, k, hidden=256), list(range(5)), torch.float32, what=f"{impl} x4 45x80",
                       rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["conv", "per_class"])
+@pytest.mark.parametrize("case", CASES + [(1, 16, 6, 5, 4.0, 3, 3), (2, 4, 5, 6, 2.5, 3, 3), (1, 3, 4, 4, 1.0, 3, 3)],
+                         ids=lambda c: "n{}c{}_{}x{}_r{}_o{}_k{}".format(*c))
+def test_torch_paths_match_reference(path, case, monkeypatch):
+    """The torch path's two ways (one convolution + a pick per output pixel; per row class), each forced: forward
+    and every gradient against the literal reference, fp32, and fp64 gradcheck on a small case."""
+    monkeypatch.setattr(MU, "_CONV_EXCESS", float("inf") if path == "conv" else -1.0)
+    n, c, h, w, scale, o, k = case
+    check_against_ref(impl_fn("torch_op", scale, o, k), lambda *a: meta_upscale_ref(a[0], scale, *a[1:], o, k),
+                      inputs(n, c, h, w, o, k), list(range(5)), torch.float32, what=f"torch {path} {case}",
+                      rtol=2e-5, atol=2e-5)
+    if c <= 4 and h * w <= 30:
+        args = [a.double().requires_grad_() for a in inputs(1, c, h, w, o, k, hidden=4, seed=2)]
+        assert torch.autograd.gradcheck(lambda *a: _meta_op(a[0], scale, *a[1:], o, k, "torch"), args)
+
+
+def test_torch_path_takes_the_convolution_where_it_fits():
+    """x2 and x4 (offsets exact in fp32: r classes per axis, pairs = r^2, as many filters as output pixels) take the
+    convolution. x3 does not: Meta-SR's fp32 offsets i * (1/3) round to 8 distinct values in 30 rows, not 3 (and
+    x2.5 to 14), so its pairs would compute 7x the filters needed; nor does x3.7 (37 classes per axis)."""
+    for h, w, scale, conv in ((10, 10, 4.0, True), (10, 10, 2.0, True), (10, 10, 3.0, False), (10, 10, 2.5, False),
+                              (10, 10, 3.7, False)):
+        oh, ow = meta_out_size(h, w, scale)
+        assert MU._conv_fits(_tables(h, w, scale, torch.device("cpu")), h, w, oh, ow) == conv, (h, w, scale)
 
 
 def test_geometry_and_weight_sharing():

@@ -156,8 +156,62 @@ def _mlp_backward(g_wt, inp, z1, hid, w1, w2, need):
 
 
 # ============================================================================================ torch path
+# Two ways. Conv: every (row class, column class) pair's O x K weights applied at every LR pixel is one convolution
+# with pairs * O output channels (a pair's K = C*k*k vector is a k x k conv filter, unfold's order), and each output
+# pixel then picks one of its values: out[n, o, i, j] = Y[n, o, pair(i, j), idx_h[i], idx_w[j]]. It computes
+# pairs * H * W filters for OH * OW pixels -- exactly as many at an integer scale (pairs = r^2), more when the
+# offsets have many classes (scale 3.7: 37 x 37 pairs) -- so it is taken while that excess is at most _CONV_EXCESS.
+# Per class: the unfold gathered per output pixel (the K vectors of OH * OW pixels) and contracted per row class.
+_CONV_EXCESS = 4.0
+
+
+def _conv_fits(tb, h, w, oh, ow) -> bool:
+    return tb["off_h"].numel() * tb["off_w"].numel() * h * w <= _CONV_EXCESS * oh * ow
+
+
+def _conv_pick(tb, h, w, oh, ow) -> torch.Tensor:
+    """Flat index of every output pixel into one channel's (pairs, H, W) block of Y, cached with the tables."""
+    pos = tb.get("conv_pick")
+    if pos is None:
+        dw = tb["off_w"].numel()
+        pair = tb["cls_h"].long()[:, None] * dw + tb["cls_w"].long()[None, :]
+        pos = (pair * (h * w) + tb["idx_h"].long()[:, None] * w + tb["idx_w"].long()[None, :]).reshape(-1)
+        tb["conv_pick"] = pos
+    return pos
+
+
+def _conv_weight(wt, k):
+    """(pairs, O, K) -> (O * pairs, C, k, k): output channel o * pairs + pair."""
+    pairs, o, kk = wt.shape
+    return wt.transpose(0, 1).reshape(o * pairs, kk // (k * k), k, k)
+
+
+def _conv_apply(feat, wt, tb, k, oh, ow):
+    n, c, h, w = feat.shape
+    o = wt.shape[1]
+    y = F.conv2d(feat.to(wt.dtype), _conv_weight(wt, k), padding=k // 2)        # (n, O * pairs, h, w)
+    return y.view(n, o, -1).index_select(2, _conv_pick(tb, h, w, oh, ow)).view(n, o, oh, ow)
+
+
+def _conv_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
+    n, c, h, w = feat.shape
+    pairs, o, kk = wt.shape
+    pos = _conv_pick(tb, h, w, grad.shape[2], grad.shape[3])
+    g_y = grad.new_zeros((n, o, pairs * h * w), dtype=wt.dtype)
+    g_y.index_add_(2, pos, grad.to(wt.dtype).reshape(n, o, -1))          # a pixel's pick, summed (edge clamps)
+    cw = _conv_weight(wt, k)
+    g_feat, g_cw, _ = torch.ops.aten.convolution_backward(
+        g_y.view(n, o * pairs, h, w), feat.to(wt.dtype), cw, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0],
+        1, [need_feat, need_wt, False])
+    g_wt = g_cw.reshape(o, pairs, kk).transpose(0, 1) if need_wt else None
+    return g_feat, g_wt
+
+
 def _torch_apply(feat, wt, tb, k, oh, ow):
-    """out[n, o, i, j] = sum_K wt[pair(i, j), o, K] * unfold(feat)[n, K, idx_h[i], idx_w[j]], per row class."""
+    """out[n, o, i, j] = sum_K wt[pair(i, j), o, K] * unfold(feat)[n, K, idx_h[i], idx_w[j]]: one convolution
+    (``_conv_fits``), else per row class."""
+    if _conv_fits(tb, feat.shape[2], feat.shape[3], oh, ow):
+        return _conv_apply(feat, wt, tb, k, oh, ow)
     n, c, h, w = feat.shape
     o = wt.shape[1]
     cols = F.unfold(feat.to(wt.dtype), k, padding=k // 2).view(n, -1, h, w)
@@ -173,6 +227,8 @@ def _torch_apply(feat, wt, tb, k, oh, ow):
 
 
 def _torch_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
+    if _conv_fits(tb, feat.shape[2], feat.shape[3], grad.shape[2], grad.shape[3]):
+        return _conv_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt)
     n, c, h, w = feat.shape
     o, kk = wt.shape[1], wt.shape[2]
     cdt = wt.dtype
