@@ -1,5 +1,7 @@
 """meta_upscale: Meta-SR's Meta-Upscale at arbitrary scale; every implementation vs the literal per-pixel
 reference (MLP per output pixel, unfold, dot), forward and backward for the features and all MLP parameters."""
+import shutil
+
 import pytest
 import torch
 
@@ -59,13 +61,25 @@ def test_fp32_weight_gradient_over_3600_pixels_per_class(impl, request):
                       rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("path", ["conv", "per_class"])
+def _force_path(path, monkeypatch):
+    monkeypatch.setattr(MU, "_CONV_EXCESS", float("inf") if path == "conv" else -1.0)
+    if path == "per_class":
+        monkeypatch.setattr(MU, "_host", lambda feat, wt: None)
+    if path == "host":
+        from vsr_engine.ops import _host_kernels
+        if shutil.which("c++") is None or shutil.which("ninja") is None:
+            pytest.skip("no C++ compiler / ninja: the host kernel cannot be built here")
+        assert _host_kernels.load() is not None, _host_kernels.status()
+
+
+@pytest.mark.parametrize("path", ["conv", "host", "per_class"])
 @pytest.mark.parametrize("case", CASES + [(1, 16, 6, 5, 4.0, 3, 3), (2, 4, 5, 6, 2.5, 3, 3), (1, 3, 4, 4, 1.0, 3, 3)],
                          ids=lambda c: "n{}c{}_{}x{}_r{}_o{}_k{}".format(*c))
 def test_torch_paths_match_reference(path, case, monkeypatch):
-    """The torch path's two ways (one convolution + a pick per output pixel; per row class), each forced: forward
-    and every gradient against the literal reference, fp32, and fp64 gradcheck on a small case."""
-    monkeypatch.setattr(MU, "_CONV_EXCESS", float("inf") if path == "conv" else -1.0)
+    """The CPU path's three ways (one convolution + a pick per output pixel; the host kernel, csrc/
+    meta_upscale_cpu.cpp; per row class), each forced: forward and every gradient against the literal reference,
+    fp32, and fp64 gradcheck on a small case."""
+    _force_path(path, monkeypatch)
     n, c, h, w, scale, o, k = case
     check_against_ref(impl_fn("torch_op", scale, o, k), lambda *a: meta_upscale_ref(a[0], scale, *a[1:], o, k),
                       inputs(n, c, h, w, o, k), list(range(5)), torch.float32, what=f"torch {path} {case}",
@@ -73,6 +87,24 @@ def test_torch_paths_match_reference(path, case, monkeypatch):
     if c <= 4 and h * w <= 30:
         args = [a.double().requires_grad_() for a in inputs(1, c, h, w, o, k, hidden=4, seed=2)]
         assert torch.autograd.gradcheck(lambda *a: _meta_op(a[0], scale, *a[1:], o, k, "torch"), args)
+
+
+def test_host_kernel_same_bits_on_any_thread_count(monkeypatch):
+    """The host kernel splits rows / frames / row classes over threads; every value is summed by one thread in one
+    order, so 1 and 3 threads give the same bits (forward and every gradient)."""
+    _force_path("host", monkeypatch)
+    args = [a.requires_grad_() for a in inputs(3, 8, 7, 9, hidden=8, seed=4)]
+    res = []
+    before = torch.get_num_threads()
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            out = _meta_op(args[0], 2.7, *args[1:], 3, 3, "torch")
+            res.append([out] + list(torch.autograd.grad(out, args, torch.ones_like(out))))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
 
 
 def test_torch_path_takes_the_convolution_where_it_fits():

@@ -240,6 +240,8 @@ def backend_info() -> dict:
                     "choice_basis": _choice.basis(),
                     "cuda_device": torch.cuda.get_device_name(0) if has_cuda else None,
                     "cuda_ext": _cuda.reason(load=False)}
+    from . import _host_kernels
+    info["_env"]["cpu_kernels"] = _host_kernels.status()
     return info
 
 
@@ -258,4 +260,7 @@ def format_backend_info(info: Optional[dict] = None) -> str:
                 why_not.setdefault(f"{b}: {row[b]['why']}", None)
     lines += [f"  not live -- {w}" for w in why_not]
     lines.append(f"  automatic order on CUDA tensors: {info['_env'].get('choice_basis', '?')}")
+    ck = info["_env"].get("cpu_kernels") or {}
+    lines.append("  host (CPU) kernels, csrc/*_cpu.cpp (meta_upscale off x2/x4): "
+                 + ("built" if ck.get("live") else f"not live -- {ck.get('why', '?')}"))
     return "\n".join(lines)
