@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ops.bias_act import bias_act
+from .ops.residual_cast import residual_cast
 from .ops.shuffle_nhwc import shuffle_nhwc
 from .ops.warp_nhwc import warp_nhwc
 
@@ -332,8 +333,8 @@ class FastBasicVSR:
             return x
         acc = x.to(self.feat_dtype)  # fp32 island: the residual stream (convolutions still in self.dtype)
         for w1, b1, w2, b2 in tw.blocks:
-            acc.add_(conv_act(conv_act(x, w1, b1, "relu", 1), w2, b2, "none", 1))
-            x = acc.to(self.dtype)
+            # acc += block(x); x = acc in self.dtype: one pass on the CPU (ops/residual_cast.py), two in torch
+            x = residual_cast(acc, conv_act(conv_act(x, w1, b1, "relu", 1), w2, b2, "none", 1), self.dtype)
         return acc
 
     def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],

@@ -17,7 +17,7 @@ import time
 from typing import Optional
 
 ENV = "VSR_ENGINE_CPU_KERNELS"
-SOURCES = ("meta_upscale_cpu.cpp",)
+SOURCES = ("cpu_bindings.cpp", "meta_upscale_cpu.cpp", "residual_cast_cpu.cpp")
 _lock = threading.Lock()
 _mod = None
 _info: dict = {}
