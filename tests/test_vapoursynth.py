@@ -271,3 +271,12 @@ def test_vapoursynth_yuv_and_half():
     assert out_h.format.id == vs.RGBH.value
     assert max(float(np.abs(vs_rgb(out_h.get_frame(n)).astype(np.float32) - y.astype(np.float16)).max())
                for n, y in ref_h) == 0.0
+
+
+def test_upscale_without_vapoursynth_says_so():
+    import importlib.util
+    if importlib.util.find_spec("vapoursynth") is not None:
+        pytest.skip("VapourSynth is installed here")
+    from vsr_engine.vapoursynth import upscale
+    with pytest.raises(VsrInputError, match="needs VapourSynth"):
+        upscale(None)
