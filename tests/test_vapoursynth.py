@@ -32,22 +32,35 @@ def _torch_ops():
         yield
 
 
+def small(name):
+    """Frame size for ``name``: 16x16, DUF (the costliest step) 8x8."""
+    return 8 if name == "duf" else H
+
+
 def tiny(name):
     torch.manual_seed(0)
     if name == "basicvsr":
         return load_model("basicvsr", weights=False, num_feat=8, num_block=1)
     if name == "realbasicvsr":
         return load_model("realbasicvsr", weights=False, num_feat=8, num_propagation_blocks=1, num_cleaning_blocks=1)
-    return load_model("duf", weights=False)
+    if name == "duf":
+        return load_model("duf", weights=False)
+    return load_model(name, weights=False, **OTHERS[name])
 
 
-def clip_frames(n=N, cut=None, seed=0):
-    """uint8 (H, W, 3) frames; with ``cut`` a dark scene then a bright one (the Engine's detector finds it)."""
+# the other registered models at tiny sizes (TDAN and USRDA run as black boxes with context, the others split)
+OTHERS = {"tdan": dict(num_feat=16, num_extract_block=1, num_reconstruct_block=1),
+          "dscvsr": dict(num_feat=8), "basicvsr-meta": dict(num_feat=8, num_block=1, head_hidden=16, scale=2.5),
+          "usrda": dict(num_feat=8, enc_blocks=1, dec_blocks=1)}
+
+
+def clip_frames(n=N, cut=None, seed=0, size=H):
+    """uint8 (size, size, 3) frames; with ``cut`` a dark scene then a bright one (the Engine's detector finds it)."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(40, 200, (H, W, 3))
+    base = rng.integers(40, 200, (size, size, 3))
     out = []
     for i in range(n):
-        f = base + rng.integers(-20, 21, (H, W, 3))
+        f = base + rng.integers(-20, 21, (size, size, 3))
         if cut is not None:
             f = f // 4 + (150 if i >= cut else 0)
         out.append(np.clip(f, 0, 255).astype(np.uint8))
@@ -128,7 +141,7 @@ def test_window_bounds_are_the_engines():
 @pytest.mark.parametrize("name", ["basicvsr", "realbasicvsr", "duf"])
 def test_any_order_and_threads_equal_engine_run(name):
     m = tiny(name)
-    frames = clip_frames()
+    frames = clip_frames(size=small(name))
     ref, u8, _ = engine_run(m, frames)
     for how, order in orders(N).items():
         srv = server(m, frames)
@@ -142,10 +155,26 @@ def test_any_order_and_threads_equal_engine_run(name):
     assert srv.e.mode == ("sliding" if name == "duf" else "split")
 
 
+def test_every_registered_model_is_covered():
+    from vsr_engine import model_names
+    assert set(model_names()) == {"basicvsr", "realbasicvsr", "duf", *OTHERS}
+
+
+@pytest.mark.parametrize("name", sorted(OTHERS))
+def test_other_models_in_random_order_equal_engine_run(name):
+    m = tiny(name)
+    frames = clip_frames()
+    ref = engine_run(m, frames)[0]
+    srv = server(m, frames)
+    assert maxdiff(request(srv, orders(N)["random"]), ref) == 0.0
+    assert srv.e.mode == ("blackbox" if name in ("tdan", "usrda") else "split")
+    assert srv.output_size() == ((40, 40) if name == "basicvsr-meta" else (64, 64))
+
+
 @pytest.mark.parametrize("name", ["basicvsr", "duf"])
 def test_explicit_cuts_are_clip_boundaries(name):
     m = tiny(name)
-    frames = clip_frames()
+    frames = clip_frames(size=small(name))
     ref = engine_run(m, frames[:5])[0] + engine_run(m, frames[5:])[0]   # each scene alone
     whole = engine_run(m, frames)[0]
     for cuts in ([5], lambda i: i == 5)[:2 if name == "basicvsr" else 1]:

@@ -291,10 +291,10 @@ def _vs():
     return vapoursynth
 
 
-def upscale(clip, model="basicvsr", *, weights=None, variant=None, device=None, dtype=None, window: int = None,
-            overlap: int = None, scene_cuts=None, scene_props: bool = True, output_format=None,
-            matrix_in_s: Optional[str] = None, max_windows: int = 2, max_states: int = 8, clamp: bool = True,
-            **engine_kwargs):
+def upscale(clip, model="basicvsr", *, weights=None, variant=None, device=None, dtype=None,
+            window: Optional[int] = None, overlap: Optional[int] = None, scene_cuts=None, scene_props: bool = True,
+            output_format=None, matrix_in_s: Optional[str] = None, max_windows: int = 2, max_states: int = 8,
+            clamp: bool = True, **engine_kwargs):
     """Upscale a VapourSynth ``clip`` with ``model`` (a registered name or an ``nn.Module``), frame props kept.
 
     Input: RGBS / RGBH as they are; integer RGB, YUV and GRAY go through ``core.resize`` to RGBS (YUV with
