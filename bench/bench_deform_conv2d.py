@@ -5,7 +5,9 @@ few pixels), forward and forward+backward, per implementation that can run here:
   torch_op    -- the vsr_engine::deform_conv2d custom op on its torch path (same forward, explicit backward);
   torchvision -- torchvision.ops.deform_conv2d, when importable (a separate venv here: see
                  scripts/make_deform_fixtures.py);
-  triton      -- the Triton kernels (CUDA tensors only: under the interpreter a timing means nothing).
+  triton      -- the Triton kernels (CUDA tensors only: under the interpreter a timing means nothing);
+  cuda, cupy  -- csrc/deform_conv2d.cu through the compiled extension / NVRTC (CUDA tensors, where that backend is
+                 live: vsr_engine.ops.backend_info() says why not).
 Median of --iters runs after --warmup. On a shared machine the absolute times are noisy: compare ratios taken in
 one run.
 
@@ -20,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vsr_engine.ops import use_backend  # noqa: E402
+from vsr_engine.ops import backend_info, use_backend  # noqa: E402
 from vsr_engine.ops.deform_conv2d import _deform_op, deform_conv2d, deform_conv2d_ref  # noqa: E402
 
 
@@ -66,10 +68,16 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001
         print(f"torchvision: not importable here ({type(e).__name__})")
     if dev.type == "cuda":
-        def tri(*t):
-            with use_backend("triton"):
-                return deform_conv2d(*t, padding=1)
-        impls["triton"] = tri
+        info = backend_info()["deform_conv2d"]
+        for name in ("triton", "cuda", "cupy"):
+            if not info[name]["live"]:
+                print(f"{name}: not live here ({info[name]['why']})")
+                continue
+
+            def run(*t, _b=name):
+                with use_backend(_b, "deform_conv2d"):
+                    return deform_conv2d(*t, padding=1)
+            impls[name] = run
     print(f"deform_conv2d {c}->{c} 3x3 dg8 {h}x{w} {a.dtype} on {dev} (torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)); median of {a.iters}")
     base = {}

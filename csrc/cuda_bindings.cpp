@@ -89,4 +89,18 @@ PYBIND11_MODULE(_C, m) {
     check(vsr_dyn_upsample_bwd(p(x), p(f), p(grad), p(gx), p(gf), p(gres), p(a), N, C, H, W, r, dt, dev, s(st)),
           "dyn_upsample_bwd");
   });
+  m.def("deform_conv2d_fwd", [](u x, u off, u msk, u w, u bias, u out, i64 N, i64 Cin, i64 H, i64 W, i64 Cout,
+                                i64 Ho, i64 Wo, int G, int groups, int KH, int KW, int sh, int sw, int ph, int pw,
+                                int dh, int dw, int dt, int dev, u st) {
+    check(vsr_deform_conv2d_fwd(p(x), p(off), p(msk), p(w), p(bias), p(out), N, Cin, H, W, Cout, Ho, Wo, G, groups,
+                                KH, KW, sh, sw, ph, pw, dh, dw, dt, dev, s(st)),
+          "deform_conv2d_fwd");
+  });
+  m.def("deform_conv2d_bwd", [](u x, u off, u msk, u w, u grad, u gx, u goff, u gmsk, u part, i64 N, i64 Cin, i64 H,
+                                i64 W, i64 Cout, i64 Ho, i64 Wo, int G, int groups, int KH, int KW, int sh, int sw,
+                                int ph, int pw, int dh, int dw, int splits, int dt, int dev, u st) {
+    check(vsr_deform_conv2d_bwd(p(x), p(off), p(msk), p(w), p(grad), p(gx), p(goff), p(gmsk), p(part), N, Cin, H, W,
+                                Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw, splits, dt, dev, s(st)),
+          "deform_conv2d_bwd");
+  });
 }

@@ -75,6 +75,20 @@ int vsr_dyn_upsample_fwd(const void* x, const void* f, const void* res, void* ou
 int vsr_dyn_upsample_bwd(const void* x, const void* f, const void* grad, void* gx, void* gf, void* gres, void* a,
                          int64_t N, int64_t C, int64_t H, int64_t W, int r, int dtype, int device, void* stream);
 
+/* deformable conv v1 / v2: x channels-last (N, H, W, Cin); offset (N, 2*G*KH*KW, Ho, Wo); mask (N, G*KH*KW, Ho, Wo)
+ * or NULL; w (groups, KH*KW, Cin/groups, Cout/groups); bias (Cout) or NULL; out (N, Cout, Ho, Wo); one dtype.
+ * N*groups <= 65535. */
+int vsr_deform_conv2d_fwd(const void* x, const void* off, const void* msk, const void* w, const void* bias, void* out,
+                          int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t Ho, int64_t Wo, int G,
+                          int groups, int KH, int KW, int sh, int sw, int ph, int pw, int dh, int dw, int dtype,
+                          int device, void* stream);
+/* gx (acc, channels-last like x), goff (acc, like offset), gmsk (acc, like mask): zero-filled by the caller, or
+ * NULL; part (acc, (splits, groups, KH*KW, Cin/groups, Cout/groups)): per-split d/dweight sums, or NULL */
+int vsr_deform_conv2d_bwd(const void* x, const void* off, const void* msk, const void* w, const void* grad, void* gx,
+                          void* goff, void* gmsk, void* part, int64_t N, int64_t Cin, int64_t H, int64_t W,
+                          int64_t Cout, int64_t Ho, int64_t Wo, int G, int groups, int KH, int KW, int sh, int sw,
+                          int ph, int pw, int dh, int dw, int splits, int dtype, int device, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,7 +10,7 @@ import pytest
 
 from vsr_engine.ops import _build
 
-OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step", "dyn_upsample")
+OPS = ("flow_warp", "dwpw_conv2d", "pixel_shuffle", "meta_upscale", "clean_step", "dyn_upsample", "deform_conv2d")
 NVCC = _build.find_nvcc()
 ARCH = os.environ.get("VSR_TEST_NVCC_ARCH", "90")  # one architecture keeps the check short
 
@@ -63,5 +63,6 @@ def test_c_api_binding_and_callers_agree():
 
 def test_emulated_extension_loads(cuda_emu_module):
     assert cuda_emu_module.probe(0) == ""
-    for name in ("flow_warp_fwd", "dwpw_fwd", "pixel_shuffle_fwd", "meta_upscale_fwd", "clean_step_fwd"):
+    for name in ("flow_warp_fwd", "dwpw_fwd", "pixel_shuffle_fwd", "meta_upscale_fwd", "clean_step_fwd",
+                 "deform_conv2d_fwd", "deform_conv2d_bwd"):
         assert hasattr(cuda_emu_module, name)

@@ -68,7 +68,7 @@ def test_reference_equals_torchvision():
                                            msg=lambda m: f"case {k} grad {n}: {m}")
 
 
-@pytest.mark.parametrize("impl", impl_params("triton", "torch_op"))
+@pytest.mark.parametrize("impl", impl_params("triton", "torch_op", "cuda_emu"))
 def test_equals_torchvision(impl, request):
     """Each implementation in fp64 on torchvision's cases: output and every gradient to 1e-10."""
     activate(impl, request)
@@ -84,7 +84,7 @@ def test_equals_torchvision(impl, request):
                                            msg=lambda m: f"case {k} grad {n}: {m}")
 
 
-@pytest.mark.parametrize("impl", impl_params("triton", "torch_op"))
+@pytest.mark.parametrize("impl", impl_params("triton", "torch_op", "cuda_emu"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[1]}to{s[2]}_k{s[5][0]}{s[5][1]}_s{s[6][0]}_dg{s[9]}_g{s[10]}")
 def test_matches_reference(impl, dtype, shape, request):
@@ -99,7 +99,7 @@ def test_matches_reference(impl, dtype, shape, request):
                       _grad_idx(args), dtype, what=f"{impl} {shape}")
 
 
-@pytest.mark.parametrize("impl", impl_params("triton"))
+@pytest.mark.parametrize("impl", impl_params("triton", "cuda_emu"))
 def test_far_outside_and_integer_offsets(impl, request):
     """Offsets that put every sample far outside (output = bias, zero gradients but weight's / bias'), and integer
     offsets (exact shifted copies)."""
@@ -160,6 +160,61 @@ def test_compile_fullgraph_with_backward(backend):
     args = inputs(1, 4, 3, 4, 5, dg=2)
     compile_check(lambda *a: forced(deform_conv2d, backend)(*a[:4], 1, 1, 1, a[4]),
                   lambda *a: deform_conv2d_ref(*a[:4], 1, 1, 1, a[4]), args, list(range(5)))
+
+
+@pytest.mark.parametrize("impl", impl_params("cuda_emu"))
+def test_cuda_tiles_and_weight_splits(impl, request):
+    """The CUDA kernels' tiling edges (host-emulated): 70 output channels (two 64-wide output blocks, three 32-wide
+    steps of the data gradient), 40 input channels (a 16-channel K chunk cut at 8) in deformable groups of 8 (two
+    groups per chunk), 99 pixels (a partial pixel tile), d/dweight from 4 pixel-tile splits; fp64 to 1e-10, and
+    d/dweight bitwise equal across runs (the splits are summed in a fixed order)."""
+    activate(impl, request)
+    s, p, d = (1, 1), (1, 1), (1, 1)
+    args = [t.double() if t is not None else None for t in inputs(2, 40, 70, 9, 11, dg=5, seed=7)]
+    g = torch.randn(2, 70, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(impl_fn(impl, s, p, d)(*args), deform_conv2d_ref(*args[:4], s, p, d, args[4]),
+                               rtol=1e-10, atol=1e-10)
+    x, off, wt, _, m = args
+    got = _deform_bwd_op(g, x, off, wt, m, [1, 1], [1, 1], [1, 1], [True] * 4, "cuda")
+    want = _deform_bwd_op(g, x, off, wt, m, [1, 1], [1, 1], [1, 1], [True] * 4, "torch")
+    for name, a, b in zip(("input", "offset", "weight", "mask"), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda msg: f"grad {name}: {msg}")
+    again = _deform_bwd_op(g, x, off, wt, m, [1, 1], [1, 1], [1, 1], [False, False, True, False], "cuda")[2]
+    assert torch.equal(again, got[2])
+
+
+def test_cupy_launch_arguments_match_the_kernels(monkeypatch):
+    """No GPU needed: the cupy backend's launches (the op's CUDA path -> vsr_engine/ops/_cupy.py launchers) pass
+    exactly the parameters of the NVRTC-compiled kernels -- a pointer for each tensor / None, int64 for ``long
+    long``, int32 for ``int`` -- with grids inside CUDA's limits."""
+    import importlib
+    import shutil
+    from vsr_engine.ops import _cuda, _cupy
+    dc = importlib.import_module("vsr_engine.ops.deform_conv2d")  # (the package attribute is the function)
+    ok, why = _cupy.nvrtc_available()
+    if not ok or shutil.which("c++filt") is None:
+        pytest.skip(why if not ok else "c++filt not found")
+    import numpy as np
+    import subprocess
+    calls = []
+    monkeypatch.setattr(_cupy, "_launch", lambda mod, k, grid, block, a, smem=0: calls.append((mod, k, grid, a)))
+    monkeypatch.setattr(_cuda, "call", lambda name, *a: _cupy._LAUNCH[name](*a))
+    x, off, wt, b, m = inputs(2, 6, 4, 7, 5, (3, 2), (2, 1), (1, 0), (1, 2), 3, 2)
+    dc._cuda_fwd(x, off, wt, b, m, (2, 1), (1, 0), (1, 2), 4, 4)
+    dc._cuda_bwd(torch.randn(2, 4, 4, 4), x, off, wt, m, (2, 1), (1, 0), (1, 2), [True] * 4)
+    names = sorted({k for _, k, _, _ in calls})
+    assert names == ["bwd_data_kernel<float>", "bwd_weight_kernel<float>", "fwd_kernel<float>"]
+    _, lowered = _cupy.nvrtc_compile("deform_conv2d", names, "sm_90")
+    dem = subprocess.run(["c++filt"], input="\n".join(lowered[k] for k in names), capture_output=True,
+                         text=True).stdout.splitlines()
+    params = {k: d[d.index(">(") + 2:d.rindex(")")].split(", ") for k, d in zip(names, dem)}
+    for mod, k, grid, a in calls:
+        assert mod == "deform_conv2d" and len(params[k]) == len(a), (k, params[k], a)
+        for p, v in zip(params[k], a):
+            want = ((torch.Tensor, type(None)) if p.endswith("*") else
+                    {"long long": np.int64, "int": np.int32}[p])
+            assert isinstance(v, want), (k, p, type(v))
+        assert 1 <= grid[0] < 2 ** 31 and all(1 <= g <= 65535 for g in grid[1:]), (k, grid)
 
 
 # ---- GPU (skipped without CUDA) ----------------------------------------------------------------------------

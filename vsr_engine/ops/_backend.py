@@ -122,7 +122,6 @@ _read_env()
 # ----------------------------------------------------------------------------------------------- availability
 # Which backends each op implements (kept explicit for backend_info and the automatic order).
 IMPLEMENTS: Dict[str, Tuple[str, ...]] = {op: BACKENDS for op in OPS}
-IMPLEMENTS["deform_conv2d"] = ("triton", "torch")  # its csrc/ kernel is not written yet
 
 
 def triton_usable(device_type: str) -> Tuple[bool, str]:

@@ -37,6 +37,7 @@ KERNELS: Dict[str, List[str]] = {
     + [f"{k}<{t}>" for k in ("dw_kernel", "dw_bwd_x_kernel", "dw_bwd_w_kernel") for t in _T],
     "meta_upscale": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_feat_kernel", "bwd_wt_kernel") for t in _T],
     "dyn_upsample": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_kernel", "bwd_x_kernel") for t in _T],
+    "deform_conv2d": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_data_kernel", "bwd_weight_kernel") for t in _T],
 }
 
 _lock = threading.Lock()
@@ -344,12 +345,51 @@ def _dyn_bwd(x, f, grad, gx, gf, gres, a, N, C, H, W, r, dt):
         _launch("dyn_upsample", f"bwd_x_kernel<{t}>", (bx, N * C), (256,), (a, gx, _i64(C), _i64(H), _i64(W)))
 
 
+# csrc/deform_conv2d.cu's tiles: kTP pixels, kKC channels, kTO outputs
+_DC_TP, _DC_KC, _DC_TO = 64, 16, 64
+
+
+def _dc_sizes(N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw):
+    """The kernels' DC_ARGS (int64 sizes, int32 geometry), after the C launchers' checks."""
+    if min(N + 1, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, dh, dw, ph + 1, pw + 1) < 1 or \
+            Cin % groups or Cout % groups or Cin % G or N * groups > 65535 or _cdiv(Cout // groups, _DC_TO) > 65535:
+        raise ValueError("deform_conv2d (cupy): invalid argument (size out of range)")
+    return tuple(_i64(v) for v in (Cin, H, W, Cout, Ho, Wo)) + tuple(_i32(v) for v in (G, groups, KH, KW, sh, sw,
+                                                                                         ph, pw, dh, dw))
+
+
+def _dc_fwd(x, off, msk, w, bias, out, N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw, dt):
+    d = _dc_sizes(N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw)
+    if N:
+        _launch("deform_conv2d", f"fwd_kernel<{_CODE[dt]}>",
+                (_cdiv(Ho * Wo, _DC_TP), _cdiv(Cout // groups, _DC_TO), N * groups), (256,),
+                (x, off, msk, w, bias, out) + d)
+
+
+def _dc_bwd(x, off, msk, w, grad, gx, goff, gmsk, part, N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph,
+            pw, dh, dw, splits, dt):
+    d = _dc_sizes(N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw)
+    if part is not None and (splits < 1 or groups * splits > 65535):
+        raise ValueError("deform_conv2d (cupy): invalid argument (splits out of range)")
+    if not N:
+        return
+    t = _CODE[dt]
+    if gx is not None or goff is not None or gmsk is not None:
+        _launch("deform_conv2d", f"bwd_data_kernel<{t}>", (_cdiv(Ho * Wo, _DC_TP), N * groups), (256,),
+                (x, off, msk, w, grad, gx, goff, gmsk) + d)
+    if part is not None:
+        _launch("deform_conv2d", f"bwd_weight_kernel<{t}>",
+                (KH * KW * _cdiv(Cin // groups, _DC_KC), _cdiv(Cout // groups, _DC_TO), groups * splits), (256,),
+                (x, off, msk, grad, part, _i64(N), _i32(splits)) + d)
+
+
 _LAUNCH = {"pixel_shuffle_fwd": _pixel_shuffle_fwd, "pixel_shuffle_bwd": _pixel_shuffle_bwd,
            "flow_warp_fwd": _flow_warp_fwd, "flow_warp_bwd": _flow_warp_bwd,
            "clean_step_fwd": _clean_step_fwd, "clean_step_bwd": _clean_step_bwd,
            "dwpw_fwd": _dwpw_fwd, "dw_fwd": _dw_fwd, "dw_bwd": _dw_bwd,
            "meta_upscale_fwd": _meta_fwd, "meta_upscale_bwd": _meta_bwd,
-           "dyn_upsample_fwd": _dyn_fwd, "dyn_upsample_bwd": _dyn_bwd}
+           "dyn_upsample_fwd": _dyn_fwd, "dyn_upsample_bwd": _dyn_bwd,
+           "deform_conv2d_fwd": _dc_fwd, "deform_conv2d_bwd": _dc_bwd}
 
 
 def call(name: str, *args) -> None:

@@ -491,12 +491,59 @@ def _triton_bwd(grad, input, offset, weight, mask, stride, padding, dilation, ne
 
 
 # ============================================================================================ cuda
+# csrc/deform_conv2d.cu (the ``cuda`` extension, or the ``cupy`` backend's NVRTC build of the same kernels): the
+# operands of ``_split``; every tensor in input's dtype; gradients into acc buffers (fp32, fp64 for fp64).
+_CUDA_TP, _CUDA_KC, _CUDA_TO = 64, 16, 64  # the kernels' pixel tile, K chunk and output block (csrc)
+
+
+def _cuda_sizes(input, offset, weight, stride, padding, dilation, ho, wo):
+    n, cin, h, w = input.shape
+    cout, cpg, kh, kw = weight.shape
+    groups, g = cin // cpg, offset.shape[1] // (2 * kh * kw)
+    if n * groups > 65535:
+        raise ValueError(f"deform_conv2d (cuda): batch x groups = {n * groups} > 65535")
+    return (n, cin, h, w, cout, ho, wo, g, groups, kh, kw, stride[0], stride[1], padding[0], padding[1],
+            dilation[0], dilation[1])
+
+
+def _cuda_operands(input, offset, weight, mask, stride, padding, dilation):
+    dt = input.dtype
+    return _split(input, offset.to(dt), weight.to(dt), None if mask is None else mask.to(dt), stride, padding,
+                  dilation)
+
+
 def _cuda_fwd(input, offset, weight, bias, mask, stride, padding, dilation, ho, wo):
-    raise NotImplementedError("deform_conv2d: CUDA kernel not built yet")
+    xh, off, msk, wk, _ = _cuda_operands(input, offset, weight, mask, stride, padding, dilation)
+    sizes = _cuda_sizes(input, offset, weight, stride, padding, dilation, ho, wo)
+    out = torch.empty((input.shape[0], weight.shape[0], ho, wo), device=input.device, dtype=input.dtype)
+    b = None if bias is None else bias.to(input.dtype).contiguous()
+    _cuda.call("deform_conv2d_fwd", xh, off, msk, wk, b, out, *sizes, CUDA_DTYPE[input.dtype])
+    return out
 
 
 def _cuda_bwd(grad, input, offset, weight, mask, stride, padding, dilation, need):
-    raise NotImplementedError("deform_conv2d: CUDA kernel not built yet")
+    """(d/dinput, d/doffset, d/dweight, d/dmask) in the acc dtype, as ``_triton_bwd``."""
+    ho, wo = grad.shape[2:]
+    xh, off, msk, wk, groups = _cuda_operands(input, offset, weight, mask, stride, padding, dilation)
+    sizes = _cuda_sizes(input, offset, weight, stride, padding, dilation, ho, wo)
+    n = input.shape[0]
+    cout, cpg, kh, kw = weight.shape
+    cdt, dev = acc_dtype(input.dtype), input.device
+    need_x, need_off, need_w, need_m = need
+    need_m = need_m and mask is not None
+    gx = torch.zeros(xh.shape, device=dev, dtype=cdt) if need_x else None
+    goff = torch.zeros(offset.shape, device=dev, dtype=cdt) if need_off else None
+    gm = torch.zeros(mask.shape, device=dev, dtype=cdt) if need_m else None
+    part, splits = None, 1
+    if need_w:
+        blocks = kh * kw * cdiv(cpg, _CUDA_KC) * cdiv(cout // groups, _CUDA_TO) * groups
+        splits = _weight_splits(blocks, n * cdiv(ho * wo, _CUDA_TP))
+        part = torch.empty((splits, groups, kh * kw, cpg, cout // groups), device=dev, dtype=cdt)
+    if need_x or need_off or need_m or need_w:
+        _cuda.call("deform_conv2d_bwd", xh, off, msk, wk, grad.to(input.dtype).contiguous(), gx, goff, gm, part,
+                   *sizes, splits, CUDA_DTYPE[input.dtype])
+    gw = part.sum(0).permute(0, 3, 2, 1).reshape(weight.shape) if need_w else None
+    return (gx.permute(0, 3, 1, 2) if need_x else None), goff, gw, gm
 
 
 # ============================================================================================ custom op
