@@ -3,12 +3,14 @@
 // (a K row = one tap and input channel of a conv group, contiguous in the output channel); offset (N, 2*G*taps,
 // Ho, Wo), mask (N, G*taps, Ho, Wo) or null, output / grad (N, Cout, Ho, Wo).
 //
-// Implicit GEMM on CUDA cores with accumulation in the Acc type (fp32 for fp32/fp16/bf16, fp64 for fp64); no
-// tensor cores (the host emulation used by the tests has no WMMA / mma). Every K chunk is one tap x kKC input
-// channels of one conv group.
+// Implicit GEMM with accumulation in the Acc type (fp32 for fp32/fp16/bf16, fp64 for fp64); every K chunk is one
+// tap x kKC input channels of one conv group.
 // Forward: a block owns kTP output pixels x kTO output channels of one (image, conv group). Per K chunk it gathers
-//   the bilinear im2col tile [kKC][kTP] (masked samples, zero outside the image) and the weight tile [kKC][kTO]
-//   into shared memory; each thread then accumulates a 4 x 4 (pixel, output) micro-tile in registers.
+//   the bilinear im2col tile (masked samples, zero outside the image) and the weight tile into shared memory, then
+//   multiplies: fp32 / fp64 on CUDA cores (each thread a 4 x 4 (pixel, output) micro-tile in registers, fwd_simt),
+//   fp16 / bf16 on tensor cores (WMMA 16x16x16 with fp32 accumulators, fwd_tc_kernel; the host emulation of the
+//   tests runs csrc/vsr_emulate.h's wmma).
+// The backward kernels multiply on CUDA cores in every dtype.
 // Backward, data (one block per kTP pixels of one (image, conv group)): per K chunk, d/dcolumns = grad @ W^T
 //   (a [kTP][kKC] tile over output chunks of kTOD), then d/dinput by atomics into a channels-last acc buffer at
 //   the four corners, and the per-channel d/doffset, d/dmask terms summed over each deformable group's channels in
@@ -18,6 +20,9 @@
 //   is deterministic. d/dinput, d/doffset, d/dmask use float atomics (order-dependent rounding), as the Triton
 //   kernels do.
 #include "vsr_cuda.cuh"
+#if !defined(VSR_EMULATE)
+#include <mma.h>  // nvcuda::wmma (the host emulation brings its own: csrc/vsr_emulate.h)
+#endif
 
 namespace {
 
@@ -105,10 +110,11 @@ __device__ __forceinline__ A column(const T* __restrict__ xn, const T* __restric
   return (v[0] * c.w[0] + v[1] * c.w[1] + v[2] * c.w[2] + v[3] * c.w[3]) * c.m;
 }
 
+// the forward on CUDA cores: fp32 / fp64, and 16-bit below sm_80
 template <typename T>
-__global__ void __launch_bounds__(kThreads) fwd_kernel(const T* __restrict__ x, const T* __restrict__ off,
-                                                       const T* __restrict__ msk, const T* __restrict__ w,
-                                                       const T* __restrict__ bias, T* __restrict__ out, DC_ARGS) {
+__device__ __forceinline__ void fwd_simt(const T* __restrict__ x, const T* __restrict__ off,
+                                         const T* __restrict__ msk, const T* __restrict__ w,
+                                         const T* __restrict__ bias, T* __restrict__ out, DC_ARGS) {
   using A = typename vsr::Acc<T>::type;
   __shared__ A cs[kKC][kTP + 1];  // columns [channel][pixel] (+1: conflict-free stores along channels)
   __shared__ A ws[kKC][kTO];      // weight [channel][output]
@@ -164,6 +170,87 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* __restrict__ x, 
     }
   }
 }
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) fwd_kernel(const T* __restrict__ x, const T* __restrict__ off,
+                                                       const T* __restrict__ msk, const T* __restrict__ w,
+                                                       const T* __restrict__ bias, T* __restrict__ out, DC_ARGS) {
+  fwd_simt<T>(x, off, msk, w, bias, out, DC_PASS);
+}
+
+// The 16-bit forward on tensor cores (WMMA 16x16x16, fp32 accumulation; sm_80+, else fwd_simt): the same tiles,
+// the im2col tile rounded to the data type (as the Triton kernel's 16-bit tl.dot does). Warp w computes pixels
+// 16 (w % 4) .. + 16 and outputs 32 (w / 4) .. + 32 of the block's 64 x 64 tile; the accumulators stay in
+// registers over the whole K loop and leave through shared memory (coalesced stores along pixels).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) fwd_tc_kernel(const T* __restrict__ x, const T* __restrict__ off,
+                                                          const T* __restrict__ msk, const T* __restrict__ w,
+                                                          const T* __restrict__ bias, T* __restrict__ out,
+                                                          DC_ARGS) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  fwd_simt<T>(x, off, msk, w, bias, out, DC_PASS);
+#else
+  namespace wm = nvcuda::wmma;
+  constexpr int kLA = kKC + 8, kLB = kTO + 8, kLC = kTP + 4;  // leading dimensions (multiples of 8 / 4 elements)
+  struct __align__(32) Tiles {  // every wmma pointer below is 32-byte aligned
+    T as[kTP * kLA];             // columns [pixel][channel]
+    T bs[kKC * kLB];             // weight [channel][output]
+    float cs[kTO * kLC];         // result [output][pixel]
+  };
+  __shared__ Tiles sm;
+  T* as = sm.as;
+  T* bs = sm.bs;
+  float* cs = sm.cs;
+  const Dims d = dims(DC_PASS);
+  const int tid = threadIdx.x, wm_ = (tid / 32) % 4, wn = (tid / 32) / 4;
+  const int64_t n = blockIdx.z / d.groups, gi = blockIdx.z % d.groups;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kTP;
+  const int o0 = blockIdx.y * kTO;
+  const T* xn = x + n * d.H * d.W * d.Cin + gi * d.cpg;
+  const T zero = vsr::cvt<T>(0.0f);
+  wm::fragment<wm::accumulator, 16, 16, 16, float> acc[2];
+  wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major> fa;
+  wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::row_major> fb;
+  wm::fill_fragment(acc[0], 0.0f);
+  wm::fill_fragment(acc[1], 0.0f);
+  for (int t = 0; t < d.taps; ++t) {
+    for (int c0 = 0; c0 < d.cpg; c0 += kKC) {
+      __syncthreads();  // the previous chunk's tiles are consumed
+      for (int e = tid; e < kKC * kTP; e += kThreads) {
+        const int c = e % kKC, pl = e / kKC;
+        as[pl * kLA + c] = vsr::cvt<T>(column<T, float>(xn, off, msk, d, n, gi, p0 + pl, c0 + c, t));
+      }
+      const T* wr = w + ((gi * d.taps + t) * d.cpg + c0) * static_cast<int64_t>(d.cog) + o0;
+      for (int e = tid; e < kKC * kTO; e += kThreads) {
+        const int o = e % kTO, k = e / kTO;
+        bs[k * kLB + o] = (c0 + k < d.cpg && o0 + o < d.cog) ? wr[static_cast<int64_t>(k) * d.cog + o] : zero;
+      }
+      __syncthreads();
+      wm::load_matrix_sync(fa, as + wm_ * 16 * kLA, kLA);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wm::load_matrix_sync(fb, bs + wn * 32 + j * 16, kLB);
+        wm::mma_sync(acc[j], fa, fb, acc[j]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    wm::store_matrix_sync(cs + (wn * 32 + j * 16) * kLC + wm_ * 16, acc[j], kLC, wm::mem_col_major);
+  __syncthreads();
+  for (int e = tid; e < kTO * kTP; e += kThreads) {
+    const int pl = e % kTP, o = e / kTP;
+    const int64_t p = p0 + pl;
+    if (p >= d.HWo || o0 + o >= d.cog) continue;
+    const float bv = bias != nullptr ? vsr::ld<float>(bias + gi * d.cog + o0 + o) : 0.0f;
+    out[(n * d.Cout + gi * d.cog + o0 + o) * d.HWo + p] = vsr::cvt<T>(cs[o * kLC + pl] + bv);
+  }
+#endif
+}
+
+template <typename T> struct TensorCores { static constexpr bool value = false; };
+template <> struct TensorCores<__half> { static constexpr bool value = true; };
+template <> struct TensorCores<__nv_bfloat16> { static constexpr bool value = true; };
 
 // gx (acc, channels-last like x, zero-filled), goff (acc, like offset), gmsk (acc, like mask): each may be null
 template <typename T>
@@ -343,10 +430,15 @@ int fwd(const void* x, const void* off, const void* msk, const void* w, const vo
         DC_ARGS, void* stream) {
   const dim3 grid(static_cast<unsigned>(vsr::cdiv(Ho * Wo, kTP)),
                   static_cast<unsigned>(vsr::cdiv(Cout / groups, kTO)), static_cast<unsigned>(N * groups));
-  auto kernel = fwd_kernel<T>;
-  VSR_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, static_cast<const T*>(x), static_cast<const T*>(off),
-             static_cast<const T*>(msk), static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(out),
-             DC_PASS);
+  const T *xp = static_cast<const T*>(x), *op = static_cast<const T*>(off), *mp = static_cast<const T*>(msk);
+  const T *wp = static_cast<const T*>(w), *bp = static_cast<const T*>(bias);
+  if constexpr (TensorCores<T>::value) {
+    auto kernel = fwd_tc_kernel<T>;
+    VSR_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, xp, op, mp, wp, bp, static_cast<T*>(out), DC_PASS);
+  } else {
+    auto kernel = fwd_kernel<T>;
+    VSR_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, xp, op, mp, wp, bp, static_cast<T*>(out), DC_PASS);
+  }
   return vsr::epilogue();
 }
 

@@ -1,4 +1,5 @@
-// Host emulation of the small part of the CUDA execution model the csrc/ kernels use (see vsr_cuda.cuh).
+// Host emulation of the small part of the CUDA execution model the csrc/ kernels use (see vsr_cuda.cuh), and of
+// the warp-level matrix API (nvcuda::wmma, 16x16x16 tiles) at the end of this file.
 // Test-only: tests/ops/test_cuda_build.py compiles csrc/*.cu with g++ -DVSR_EMULATE and runs the launchers on
 // CPU tensors, with the CUDA threads of a block run as fibers (see below), so __syncthreads and shared memory
 // behave as on a GPU. Not built into the package. The CUDA runtime is not
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 #include <math.h>
 #include <vector>
 
@@ -107,3 +109,56 @@ template <typename T> T atomicAdd(T* p, T v) {  // one OS thread: a plain read-m
 #define VSR_LAUNCH(kernel, grid, block, smem, stream, ...) \
   vsr_emu::launch((grid), (block), (smem), [&] { kernel(__VA_ARGS__); })
 #define VSR_DYN_SMEM(type, name) type* name = reinterpret_cast<type*>(vsr_emu::g_dyn_smem.data())
+
+// nvcuda::wmma for 16 x 16 x 16 tiles. On a GPU a fragment is spread over a warp's 32 threads in an unspecified
+// layout and every call is warp-collective (all 32 threads, the same arguments). Here every thread holds the whole
+// tile (as float: 16-bit operands are exactly representable) and does the whole operation, which gives the same
+// result for code that uses fragments only through these calls (no per-element access). mma_sync accumulates in
+// float (the hardware's fp32 accumulation; the summation order may differ).
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+  static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
+  static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
+  float v[rows * cols];
+};
+
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename P>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ldm) {
+  using F = fragment<Use, M, N, K, T, Layout>;
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.v[r * F::cols + c] = static_cast<float>(std::is_same_v<Layout, col_major> ? p[c * ldm + r] : p[r * ldm + c]);
+}
+
+template <int M, int N, int K, typename T> void fill_fragment(fragment<accumulator, M, N, K, T>& f, float v) {
+  for (float& e : f.v) e = v;
+}
+
+template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB, typename TC>
+void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, TC>& c) {
+  float out[M * N];
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      float s = c.v[m * N + n];
+      for (int k = 0; k < K; ++k) s += a.v[m * K + k] * b.v[k * N + n];
+      out[m * N + n] = s;
+    }
+  std::memcpy(d.v, out, sizeof(out));
+}
+
+template <int M, int N, int K, typename T>
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) (layout == mem_col_major ? p[n * ldm + m] : p[m * ldm + n]) = f.v[m * N + n];
+}
+}  // namespace wmma
+}  // namespace nvcuda

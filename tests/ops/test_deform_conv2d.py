@@ -90,7 +90,7 @@ def test_equals_torchvision(impl, request):
 def test_matches_reference(impl, dtype, shape, request):
     """The project's rule (tests/ops/op_testing.py): fp32 within max(2 x torch fp32's own error, 1e-5 + 1e-5 |ref|)
     of the fp64 reference; 16-bit within 2 x torch's 16-bit error + 1 ulp. Output and all five gradients."""
-    if dtype != torch.float32 and shape is not SHAPES[1]:
+    if dtype != torch.float32 and shape is not SHAPES[1] and impl != "cuda_emu":
         pytest.skip("16-bit on one shape (the interpreter is slow; the GPU tests take every shape)")
     activate(impl, request)
     n, cin, cout, h, w, k, s, p, d, dg, groups, mask = shape
@@ -183,6 +183,18 @@ def test_cuda_tiles_and_weight_splits(impl, request):
     assert torch.equal(again, got[2])
 
 
+@pytest.mark.parametrize("impl", impl_params("cuda_emu"))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_cuda_16bit_tiles(impl, dtype, request):
+    """The tensor-core forward (WMMA, emulated) and the 16-bit backward on the tiling edges of
+    test_cuda_tiles_and_weight_splits, by the project's 16-bit rule."""
+    activate(impl, request)
+    s, p, d = (1, 1), (1, 1), (1, 1)
+    args = inputs(2, 40, 70, 9, 11, dg=5, seed=7)
+    check_against_ref(impl_fn(impl, s, p, d), lambda *a: deform_conv2d_ref(*a[:4], s, p, d, a[4]), args,
+                      _grad_idx(args), dtype, what=f"{impl} tiles")
+
+
 def test_cupy_launch_arguments_match_the_kernels(monkeypatch):
     """No GPU needed: the cupy backend's launches (the op's CUDA path -> vsr_engine/ops/_cupy.py launchers) pass
     exactly the parameters of the NVRTC-compiled kernels -- a pointer for each tensor / None, int64 for ``long
@@ -199,11 +211,14 @@ def test_cupy_launch_arguments_match_the_kernels(monkeypatch):
     calls = []
     monkeypatch.setattr(_cupy, "_launch", lambda mod, k, grid, block, a, smem=0: calls.append((mod, k, grid, a)))
     monkeypatch.setattr(_cuda, "call", lambda name, *a: _cupy._LAUNCH[name](*a))
-    x, off, wt, b, m = inputs(2, 6, 4, 7, 5, (3, 2), (2, 1), (1, 0), (1, 2), 3, 2)
-    dc._cuda_fwd(x, off, wt, b, m, (2, 1), (1, 0), (1, 2), 4, 4)
-    dc._cuda_bwd(torch.randn(2, 4, 4, 4), x, off, wt, m, (2, 1), (1, 0), (1, 2), [True] * 4)
+    for dt in (torch.float32, torch.float16):  # fp16: the tensor-core forward
+        x, off, wt, b, m = [t.to(dt) for t in inputs(2, 6, 4, 7, 5, (3, 2), (2, 1), (1, 0), (1, 2), 3, 2)]
+        dc._cuda_fwd(x, off, wt, b, m, (2, 1), (1, 0), (1, 2), 4, 4)
+        dc._cuda_bwd(torch.randn(2, 4, 4, 4, dtype=dt), x, off, wt, m, (2, 1), (1, 0), (1, 2), [True] * 4)
     names = sorted({k for _, k, _, _ in calls})
-    assert names == ["bwd_data_kernel<float>", "bwd_weight_kernel<float>", "fwd_kernel<float>"]
+    assert names == ["bwd_data_kernel<__half>", "bwd_data_kernel<float>", "bwd_weight_kernel<__half>",
+                     "bwd_weight_kernel<float>", "fwd_kernel<float>", "fwd_tc_kernel<__half>"]
+    assert set(names) <= set(_cupy.KERNELS["deform_conv2d"])
     _, lowered = _cupy.nvrtc_compile("deform_conv2d", names, "sm_90")
     dem = subprocess.run(["c++filt"], input="\n".join(lowered[k] for k in names), capture_output=True,
                          text=True).stdout.splitlines()
@@ -238,6 +253,30 @@ def test_gpu_gradcheck_and_opcheck(backend):
     args = [t.double().requires_grad_() for t in (x, off + 0.37, wt, b, m)]
     assert torch.autograd.gradcheck(lambda *a: _deform_op(*a, [1, 1], [1, 1], [1, 1], backend), args)
     torch.library.opcheck(_deform_op, (*args, [1, 1], [1, 1], [1, 1], backend))
+
+
+@gpu
+@pytest.mark.parametrize("backend", gpu_backends("triton", "cuda", "cupy"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_gpu_far_outside_and_integer_offsets(backend, dtype):
+    x, off, wt, b, m = [t.to(dtype) for t in inputs(1, 3, 2, 5, 6, seed=2, device="cuda")]
+    fn = forced(deform_conv2d, backend)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # 16-bit: the tensor-core path rounds the samples to 16 bits
+    for val in (-1e4, 1e4, 2.0, -1.0, 0.0):
+        o = torch.full_like(off, val)
+        torch.testing.assert_close(fn(x, o, wt, b, 1, 1, 1, m), deform_conv2d_ref(x, o, wt, b, 1, 1, 1, m),
+                                   rtol=tol, atol=tol)
+
+
+@gpu
+@pytest.mark.parametrize("backend", gpu_backends("cuda", "cupy"))
+def test_gpu_weight_gradient_is_deterministic(backend):
+    """d/dweight: per-split partial sums added in a fixed order, so two runs agree bit for bit."""
+    x, off, wt, _, m = inputs(2, 64, 64, 32, 48, dg=8, device="cuda")
+    g = torch.randn(2, 64, 32, 48, device="cuda")
+    runs = [_deform_bwd_op(g, x, off, wt, m, [1, 1], [1, 1], [1, 1], [False, False, True, False], backend)[2]
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
 
 
 # ---- vsr_engine.patch: torchvision / mmcv-shaped modules and module-level functions ---------------------------

@@ -37,7 +37,8 @@ KERNELS: Dict[str, List[str]] = {
     + [f"{k}<{t}>" for k in ("dw_kernel", "dw_bwd_x_kernel", "dw_bwd_w_kernel") for t in _T],
     "meta_upscale": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_feat_kernel", "bwd_wt_kernel") for t in _T],
     "dyn_upsample": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_kernel", "bwd_x_kernel") for t in _T],
-    "deform_conv2d": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_data_kernel", "bwd_weight_kernel") for t in _T],
+    "deform_conv2d": [f"fwd_kernel<{t}>" for t in ("float", "double")] + [f"fwd_tc_kernel<{t}>" for t in _T[1:3]]
+    + [f"{k}<{t}>" for k in ("bwd_data_kernel", "bwd_weight_kernel") for t in _T],
 }
 
 _lock = threading.Lock()
@@ -361,7 +362,8 @@ def _dc_sizes(N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh,
 def _dc_fwd(x, off, msk, w, bias, out, N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw, dt):
     d = _dc_sizes(N, Cin, H, W, Cout, Ho, Wo, G, groups, KH, KW, sh, sw, ph, pw, dh, dw)
     if N:
-        _launch("deform_conv2d", f"fwd_kernel<{_CODE[dt]}>",
+        t = _CODE[dt]  # fp16 / bf16: the tensor-core forward, as csrc's fwd<T> chooses
+        _launch("deform_conv2d", f"{'fwd_tc_kernel' if t in _T[1:3] else 'fwd_kernel'}<{t}>",
                 (_cdiv(Ho * Wo, _DC_TP), _cdiv(Cout // groups, _DC_TO), N * groups), (256,),
                 (x, off, msk, w, bias, out) + d)
 
