@@ -538,7 +538,8 @@ def _cuda_bwd(grad, input, offset, weight, mask, stride, padding, dilation, need
     if need_w:
         blocks = kh * kw * cdiv(cpg, _CUDA_KC) * cdiv(cout // groups, _CUDA_TO) * groups
         splits = _weight_splits(blocks, n * cdiv(ho * wo, _CUDA_TP))
-        part = torch.empty((splits, groups, kh * kw, cpg, cout // groups), device=dev, dtype=cdt)
+        part = (torch.empty if n else torch.zeros)((splits, groups, kh * kw, cpg, cout // groups), device=dev,
+                                                   dtype=cdt)  # (no image: nothing launched, d/dweight = 0)
     if need_x or need_off or need_m or need_w:
         _cuda.call("deform_conv2d_bwd", xh, off, msk, wk, grad.to(input.dtype).contiguous(), gx, goff, gm, part,
                    *sizes, splits, CUDA_DTYPE[input.dtype])
