@@ -10,7 +10,8 @@
 //   multiplies: fp32 / fp64 on CUDA cores (each thread a 4 x 4 (pixel, output) micro-tile in registers, fwd_simt),
 //   fp16 / bf16 on tensor cores (WMMA 16x16x16 with fp32 accumulators, fwd_tc_kernel; the host emulation of the
 //   tests runs csrc/vsr_emulate.h's wmma).
-// The backward kernels multiply on CUDA cores in every dtype.
+// The weight gradient multiplies the same way (bwd_weight_kernel on CUDA cores, bwd_weight_tc_kernel with WMMA for
+// 16-bit); the data gradient on CUDA cores in every dtype.
 // Backward, data (one block per kTP pixels of one (image, conv group)): per K chunk, d/dcolumns = grad @ W^T
 //   (a [kTP][kKC] tile over output chunks of kTOD), then d/dinput by atomics into a channels-last acc buffer at
 //   the four corners, and the per-channel d/doffset, d/dmask terms summed over each deformable group's channels in
@@ -363,12 +364,13 @@ __global__ void __launch_bounds__(kThreads) bwd_data_kernel(const T* __restrict_
   }
 }
 
-// part (acc): (splits, groups, taps, CPG, COG); grid (taps * ceil(CPG / kKC), ceil(COG / kTO), groups * splits)
+// part (acc): (splits, groups, taps, CPG, COG); grid (taps * ceil(CPG / kKC), ceil(COG / kTO), groups * splits).
+// On CUDA cores: fp32 / fp64, and 16-bit below sm_80.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) bwd_weight_kernel(const T* __restrict__ x, const T* __restrict__ off,
-                                                              const T* __restrict__ msk, const T* __restrict__ grad,
-                                                              typename vsr::Acc<T>::type* __restrict__ part,
-                                                              int64_t N, int splits, DC_ARGS) {
+__device__ __forceinline__ void bwd_weight_simt(const T* __restrict__ x, const T* __restrict__ off,
+                                                const T* __restrict__ msk, const T* __restrict__ grad,
+                                                typename vsr::Acc<T>::type* __restrict__ part, int64_t N, int splits,
+                                                DC_ARGS) {
   using A = typename vsr::Acc<T>::type;
   __shared__ A cs[kTP][kKC + 1];  // columns [pixel][channel]
   __shared__ A gs[kTP][kTO + 1];  // grad [pixel][output] (+1: conflict-free stores along pixels)
@@ -410,6 +412,80 @@ __global__ void __launch_bounds__(kThreads) bwd_weight_kernel(const T* __restric
       if (c < d.cpg) part[row * d.cog + o0 + o] = acc[i];
     }
   }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bwd_weight_kernel(const T* __restrict__ x, const T* __restrict__ off,
+                                                              const T* __restrict__ msk, const T* __restrict__ grad,
+                                                              typename vsr::Acc<T>::type* __restrict__ part,
+                                                              int64_t N, int splits, DC_ARGS) {
+  bwd_weight_simt<T>(x, off, msk, grad, part, N, splits, DC_PASS);
+}
+
+// The 16-bit weight gradient on tensor cores (sm_80+, else bwd_weight_simt): the same blocks and splits; the
+// columns rounded to 16 bits (grad already is). Warp w accumulates outputs 16 (w % 4) .. + 16 over pixels
+// 32 (w / 4) .. + 32 of every tile (two 16-pixel k-steps); the two pixel halves are added at the end in a fixed
+// order through shared memory.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bwd_weight_tc_kernel(const T* __restrict__ x, const T* __restrict__ off,
+                                                                 const T* __restrict__ msk,
+                                                                 const T* __restrict__ grad, float* __restrict__ part,
+                                                                 int64_t N, int splits, DC_ARGS) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  bwd_weight_simt<T>(x, off, msk, grad, part, N, splits, DC_PASS);
+#else
+  namespace wm = nvcuda::wmma;
+  constexpr int kLA = kKC + 8, kLB = kTO + 8, kLC = kTO + 4;  // leading dimensions (multiples of 8 / 4 elements)
+  struct __align__(32) Tiles {  // every wmma pointer below is 32-byte aligned
+    T cs[kTP * kLA];             // columns [pixel][channel] (= A^T: A is channels x pixels, column-major)
+    T gs[kTP * kLB];             // grad [pixel][output]
+    float red[2][kKC * kLC];     // the two pixel halves' sums [channel][output]
+  };
+  __shared__ Tiles sm;
+  const Dims d = dims(DC_PASS);
+  const int tid = threadIdx.x, nt = (tid / 32) % 4, kh = (tid / 32) / 4;
+  const int nch = (d.cpg + kKC - 1) / kKC;
+  const int t = blockIdx.x / nch, c0 = (blockIdx.x % nch) * kKC;
+  const int o0 = blockIdx.y * kTO;
+  const int64_t gi = blockIdx.z / splits, s = blockIdx.z % splits;
+  const int64_t ntp = (d.HWo + kTP - 1) / kTP;
+  const T zero = vsr::cvt<T>(0.0f);
+  wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+  wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::col_major> fa;
+  wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::row_major> fb;
+  wm::fill_fragment(acc, 0.0f);
+  for (int64_t tile = s; tile < N * ntp; tile += splits) {
+    const int64_t n = tile / ntp, p0 = (tile % ntp) * kTP;
+    const T* xn = x + n * d.H * d.W * d.Cin + gi * d.cpg;
+    const T* gn = grad + (n * d.Cout + gi * d.cog + o0) * d.HWo;
+    __syncthreads();  // the previous tile is consumed
+    for (int e = tid; e < kKC * kTP; e += kThreads) {
+      const int c = e % kKC, pl = e / kKC;
+      sm.cs[pl * kLA + c] = vsr::cvt<T>(column<T, float>(xn, off, msk, d, n, gi, p0 + pl, c0 + c, t));
+    }
+    for (int e = tid; e < kTO * kTP; e += kThreads) {
+      const int pl = e % kTP, oo = e / kTP;
+      const int64_t p = p0 + pl;
+      sm.gs[pl * kLB + oo] = (p < d.HWo && o0 + oo < d.cog) ? gn[oo * d.HWo + p] : zero;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const int pk = kh * 32 + ks * 16;
+      wm::load_matrix_sync(fa, sm.cs + pk * kLA, kLA);
+      wm::load_matrix_sync(fb, sm.gs + pk * kLB + nt * 16, kLB);
+      wm::mma_sync(acc, fa, fb, acc);
+    }
+  }
+  wm::store_matrix_sync(sm.red[kh] + nt * 16, acc, kLC, wm::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < kKC * kTO; e += kThreads) {
+    const int o = e % kTO, c = e / kTO;
+    if (c0 + c >= d.cpg || o0 + o >= d.cog) continue;
+    const int64_t row = ((s * d.groups + gi) * d.taps + t) * d.cpg + c0 + c;
+    part[row * d.cog + o0 + o] = sm.red[0][c * kLC + o] + sm.red[1][c * kLC + o];
+  }
+#endif
 }
 
 }  // namespace
@@ -457,9 +533,15 @@ int bwd(const void* x, const void* off, const void* msk, const void* w, const vo
     const int64_t cpg = Cin / groups;
     const dim3 grid(static_cast<unsigned>(KH * KW * vsr::cdiv(cpg, kKC)),
                     static_cast<unsigned>(vsr::cdiv(Cout / groups, kTO)), static_cast<unsigned>(groups * splits));
-    auto kernel = bwd_weight_kernel<T>;
-    VSR_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, static_cast<const T*>(x), static_cast<const T*>(off),
-               static_cast<const T*>(msk), static_cast<const T*>(grad), static_cast<A*>(part), N, splits, DC_PASS);
+    if constexpr (TensorCores<T>::value) {
+      auto kernel = bwd_weight_tc_kernel<T>;
+      VSR_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, static_cast<const T*>(x), static_cast<const T*>(off),
+                 static_cast<const T*>(msk), static_cast<const T*>(grad), static_cast<A*>(part), N, splits, DC_PASS);
+    } else {
+      auto kernel = bwd_weight_kernel<T>;
+      VSR_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, static_cast<const T*>(x), static_cast<const T*>(off),
+                 static_cast<const T*>(msk), static_cast<const T*>(grad), static_cast<A*>(part), N, splits, DC_PASS);
+    }
   }
   return vsr::epilogue();
 }

@@ -186,7 +186,7 @@ def test_cuda_tiles_and_weight_splits(impl, request):
 @pytest.mark.parametrize("impl", impl_params("cuda_emu"))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_cuda_16bit_tiles(impl, dtype, request):
-    """The tensor-core forward (WMMA, emulated) and the 16-bit backward on the tiling edges of
+    """The tensor-core forward and weight gradient (WMMA, emulated) and the 16-bit data gradient on the tiling edges of
     test_cuda_tiles_and_weight_splits, by the project's 16-bit rule."""
     activate(impl, request)
     s, p, d = (1, 1), (1, 1), (1, 1)
@@ -211,13 +211,13 @@ def test_cupy_launch_arguments_match_the_kernels(monkeypatch):
     calls = []
     monkeypatch.setattr(_cupy, "_launch", lambda mod, k, grid, block, a, smem=0: calls.append((mod, k, grid, a)))
     monkeypatch.setattr(_cuda, "call", lambda name, *a: _cupy._LAUNCH[name](*a))
-    for dt in (torch.float32, torch.float16):  # fp16: the tensor-core forward
+    for dt in (torch.float32, torch.float16):  # fp16: the tensor-core forward and weight gradient
         x, off, wt, b, m = [t.to(dt) for t in inputs(2, 6, 4, 7, 5, (3, 2), (2, 1), (1, 0), (1, 2), 3, 2)]
         dc._cuda_fwd(x, off, wt, b, m, (2, 1), (1, 0), (1, 2), 4, 4)
         dc._cuda_bwd(torch.randn(2, 4, 4, 4, dtype=dt), x, off, wt, m, (2, 1), (1, 0), (1, 2), [True] * 4)
     names = sorted({k for _, k, _, _ in calls})
-    assert names == ["bwd_data_kernel<__half>", "bwd_data_kernel<float>", "bwd_weight_kernel<__half>",
-                     "bwd_weight_kernel<float>", "fwd_kernel<float>", "fwd_tc_kernel<__half>"]
+    assert names == ["bwd_data_kernel<__half>", "bwd_data_kernel<float>", "bwd_weight_kernel<float>",
+                     "bwd_weight_tc_kernel<__half>", "fwd_kernel<float>", "fwd_tc_kernel<__half>"]
     assert set(names) <= set(_cupy.KERNELS["deform_conv2d"])
     _, lowered = _cupy.nvrtc_compile("deform_conv2d", names, "sm_90")
     dem = subprocess.run(["c++filt"], input="\n".join(lowered[k] for k in names), capture_output=True,

@@ -37,8 +37,9 @@ KERNELS: Dict[str, List[str]] = {
     + [f"{k}<{t}>" for k in ("dw_kernel", "dw_bwd_x_kernel", "dw_bwd_w_kernel") for t in _T],
     "meta_upscale": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_feat_kernel", "bwd_wt_kernel") for t in _T],
     "dyn_upsample": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_kernel", "bwd_x_kernel") for t in _T],
-    "deform_conv2d": [f"fwd_kernel<{t}>" for t in ("float", "double")] + [f"fwd_tc_kernel<{t}>" for t in _T[1:3]]
-    + [f"{k}<{t}>" for k in ("bwd_data_kernel", "bwd_weight_kernel") for t in _T],
+    "deform_conv2d": [f"{k}<{t}>" for k in ("fwd_kernel", "bwd_weight_kernel") for t in ("float", "double")]
+    + [f"{k}<{t}>" for k in ("fwd_tc_kernel", "bwd_weight_tc_kernel") for t in _T[1:3]]
+    + [f"bwd_data_kernel<{t}>" for t in _T],
 }
 
 _lock = threading.Lock()
@@ -380,7 +381,7 @@ def _dc_bwd(x, off, msk, w, grad, gx, goff, gmsk, part, N, Cin, H, W, Cout, Ho, 
         _launch("deform_conv2d", f"bwd_data_kernel<{t}>", (_cdiv(Ho * Wo, _DC_TP), N * groups), (256,),
                 (x, off, msk, w, grad, gx, goff, gmsk) + d)
     if part is not None:
-        _launch("deform_conv2d", f"bwd_weight_kernel<{t}>",
+        _launch("deform_conv2d", f"{'bwd_weight_tc_kernel' if t in _T[1:3] else 'bwd_weight_kernel'}<{t}>",
                 (KH * KW * _cdiv(Cin // groups, _DC_KC), _cdiv(Cout // groups, _DC_TO), groups * splits), (256,),
                 (x, off, msk, grad, part, _i64(N), _i32(splits)) + d)
 
