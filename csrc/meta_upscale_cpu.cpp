@@ -43,9 +43,23 @@ inline void axpy(T *__restrict y, T a, const T *__restrict x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// fn(tap, LR pixel) for every tap of the k x k neighbourhood of LR pixel (y, x) that lies inside the image
+template <typename F>
+inline void each_tap(const MetaGeom &g, int64_t y, int64_t x, F fn) {
+    const int64_t pad = g.k / 2;
+    for (int64_t ky = 0; ky < g.k; ++ky) {
+        const int64_t yy = y + ky - pad;
+        if (yy < 0 || yy >= g.h) continue;
+        for (int64_t kx = 0; kx < g.k; ++kx) {
+            const int64_t xx = x + kx - pad;
+            if (xx >= 0 && xx < g.w) fn(ky * g.k + kx, yy * g.w + xx);
+        }
+    }
+}
+
 template <typename T>
 void forward(const MetaGeom &g, const T *feat, const T *wt, T *out, int threads) {
-    const int64_t kk = g.k * g.k, pad = g.k / 2, C = g.c;
+    const int64_t kk = g.k * g.k, C = g.c;
     vsr_parallel(g.n * g.oh, threads, [&](int64_t a, int64_t b) {
         std::vector<T> acc(C);                   // one output channel's products, summed over the taps, then reduced
         for (int64_t row = a; row < b; ++row) {
@@ -57,15 +71,7 @@ void forward(const MetaGeom &g, const T *feat, const T *wt, T *out, int threads)
                 const T *wp = wt + (static_cast<int64_t>(g.cls_h[i]) * g.dw + g.cls_w[j]) * g.o * kk * C;
                 for (int64_t o = 0; o < g.o; ++o) {
                     std::fill(acc.begin(), acc.end(), T(0));
-                    for (int64_t ky = 0; ky < g.k; ++ky) {
-                        const int64_t yy = y + ky - pad;
-                        if (yy < 0 || yy >= g.h) continue;
-                        for (int64_t kx = 0; kx < g.k; ++kx) {
-                            const int64_t xx = x + kx - pad;
-                            if (xx < 0 || xx >= g.w) continue;
-                            mul_add(acc.data(), wp + o * kk * C + (ky * g.k + kx) * C, f + (yy * g.w + xx) * C, C);
-                        }
-                    }
+                    each_tap(g, y, x, [&](int64_t t, int64_t p) { mul_add(acc.data(), wp + (o * kk + t) * C, f + p * C, C); });
                     out[((ni * g.o + o) * g.oh + i) * g.ow + j] = sum(acc.data(), C);
                 }
             }
@@ -76,7 +82,7 @@ void forward(const MetaGeom &g, const T *feat, const T *wt, T *out, int threads)
 template <typename T>
 void backward_feat(const MetaGeom &g, const T *grad, const T *wt, T *gfeat, int threads) {
     // gfeat[n, yy, xx, :] += sum_o grad[n, o, i, j] * wt[pair(i, j), o, tap, :]; frames are independent
-    const int64_t kk = g.k * g.k, pad = g.k / 2, C = g.c;
+    const int64_t kk = g.k * g.k, C = g.c;
     vsr_parallel(g.n, threads, [&](int64_t a, int64_t b) {
         for (int64_t ni = a; ni < b; ++ni) {
             T *gf = gfeat + ni * g.h * g.w * C;
@@ -88,15 +94,7 @@ void backward_feat(const MetaGeom &g, const T *grad, const T *wt, T *gfeat, int 
                     for (int64_t o = 0; o < g.o; ++o) {
                         const T go = grad[((ni * g.o + o) * g.oh + i) * g.ow + j];
                         if (go == T(0)) continue;
-                        for (int64_t ky = 0; ky < g.k; ++ky) {
-                            const int64_t yy = y + ky - pad;
-                            if (yy < 0 || yy >= g.h) continue;
-                            for (int64_t kx = 0; kx < g.k; ++kx) {
-                                const int64_t xx = x + kx - pad;
-                                if (xx < 0 || xx >= g.w) continue;
-                                axpy(gf + (yy * g.w + xx) * C, go, wp + o * kk * C + (ky * g.k + kx) * C, C);
-                            }
-                        }
+                        each_tap(g, y, x, [&](int64_t t, int64_t p) { axpy(gf + p * C, go, wp + (o * kk + t) * C, C); });
                     }
                 }
             }
@@ -107,7 +105,7 @@ void backward_feat(const MetaGeom &g, const T *grad, const T *wt, T *gfeat, int 
 template <typename T>
 void backward_wt(const MetaGeom &g, const T *grad, const T *feat, T *gwt, int threads) {
     // gwt[pair, o, tap, :] += grad[n, o, i, j] * feat[n, yy, xx, :]; row class a owns pairs a*DW .. a*DW + DW - 1
-    const int64_t kk = g.k * g.k, pad = g.k / 2, C = g.c;
+    const int64_t kk = g.k * g.k, C = g.c;
     vsr_parallel(g.dh, threads, [&](int64_t a0, int64_t a1) {
         for (int64_t cls = a0; cls < a1; ++cls) {
             for (int64_t r = g.start_h[cls]; r < g.start_h[cls + 1]; ++r) {
@@ -121,15 +119,7 @@ void backward_wt(const MetaGeom &g, const T *grad, const T *feat, T *gwt, int th
                         for (int64_t o = 0; o < g.o; ++o) {
                             const T go = grad[((ni * g.o + o) * g.oh + i) * g.ow + j];
                             if (go == T(0)) continue;
-                            for (int64_t ky = 0; ky < g.k; ++ky) {
-                                const int64_t yy = y + ky - pad;
-                                if (yy < 0 || yy >= g.h) continue;
-                                for (int64_t kx = 0; kx < g.k; ++kx) {
-                                    const int64_t xx = x + kx - pad;
-                                    if (xx < 0 || xx >= g.w) continue;
-                                    axpy(wp + o * kk * C + (ky * g.k + kx) * C, go, f + (yy * g.w + xx) * C, C);
-                                }
-                            }
+                            each_tap(g, y, x, [&](int64_t t, int64_t p) { axpy(wp + (o * kk + t) * C, go, f + p * C, C); });
                         }
                     }
                 }
