@@ -215,3 +215,16 @@ def test_gpu_gradcheck_and_opcheck(backend):
     args = [a.double().requires_grad_() for a in inputs(1, 1, 2, 3, o=2, hidden=4, seed=1, device="cuda")]
     assert torch.autograd.gradcheck(lambda *a: _meta_op(a[0], 1.5, *a[1:], 2, 3, backend), args)
     torch.library.opcheck(_meta_op, (args[0], 1.5, *args[1:], 2, 3, backend))
+
+
+@pytest.mark.parametrize("scale", [4.0, 3.7])
+def test_autocast_region_does_not_change_the_ops_compute_dtype(scale):
+    """Under CPU bf16 autocast (the CPU plan's training) the op sees bf16 inputs and computes in fp32 as its
+    backward does: the same bits as the call outside autocast on the inputs cast to bf16 (the MLP once ran in bf16
+    there, and the forward fell to the slow per-class path)."""
+    args = inputs(2, 8, 6, 7, hidden=16, seed=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = meta_upscale(args[0], scale, *args[1:])
+    want = meta_upscale(*[a.to(torch.bfloat16) for a in args[:1]], scale, *[a.to(torch.bfloat16) for a in args[1:]])
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert torch.equal(got, want)

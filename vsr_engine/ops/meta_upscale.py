@@ -138,8 +138,10 @@ def _mlp(scale, tb, w1, b1, w2, b2, cdt):
     return inp, z1, hid, F.linear(hid, w2.to(cdt), b2.to(cdt))
 
 
-def _pairs_wt(mlp_out: torch.Tensor, o: int) -> torch.Tensor:
-    return mlp_out.view(mlp_out.shape[0], -1, o).transpose(1, 2).contiguous()  # (pairs, O, K)
+def _pairs_wt(mlp_out: torch.Tensor, o: int, contiguous: bool = True) -> torch.Tensor:
+    """(pairs, O, K); ``contiguous=False``: a view (the torch path lays it out as each of its ways needs)."""
+    wt = mlp_out.view(mlp_out.shape[0], -1, o).transpose(1, 2)
+    return wt.contiguous() if contiguous else wt
 
 
 def _mlp_backward(g_wt, inp, z1, hid, w1, w2, need):
@@ -228,7 +230,7 @@ def _host_apply(mod, feat, wt, tb, k, oh, ow):
     n, c, h, w = feat.shape
     pairs, o, kk = wt.shape
     f = feat.to(wt.dtype).permute(0, 2, 3, 1).contiguous()                     # (n, h, w, c)
-    wk = wt.view(pairs, o, c, k * k).transpose(2, 3).contiguous()               # (pairs, O, taps, c)
+    wk = wt.unflatten(2, (c, k * k)).transpose(2, 3).contiguous()               # (pairs, O, taps, c)
     out = torch.empty((n, o, oh, ow), dtype=wt.dtype)
     geom, keep = _host_geom(tb, n, c, h, w, oh, ow, o, k)
     mod.meta_upscale("forward", geom, f.data_ptr(), wk.data_ptr(), out.data_ptr(), 64 if wt.dtype == torch.float64
@@ -242,7 +244,7 @@ def _host_apply_bwd(mod, grad, feat, wt, tb, k, need_feat, need_wt):
     pairs, o, kk = wt.shape
     bits = 64 if wt.dtype == torch.float64 else 32
     g = grad.to(wt.dtype).contiguous()
-    wk = wt.view(pairs, o, c, k * k).transpose(2, 3).contiguous()
+    wk = wt.unflatten(2, (c, k * k)).transpose(2, 3).contiguous()
     geom, keep = _host_geom(tb, n, c, h, w, g.shape[2], g.shape[3], o, k)
     g_feat = g_wt = None
     if need_feat:
@@ -253,7 +255,8 @@ def _host_apply_bwd(mod, grad, feat, wt, tb, k, need_feat, need_wt):
         f = feat.to(wt.dtype).permute(0, 2, 3, 1).contiguous()
         gw = torch.zeros((pairs, o, k * k, c), dtype=wt.dtype)
         mod.meta_upscale("wt", geom, g.data_ptr(), f.data_ptr(), gw.data_ptr(), bits, threads())
-        g_wt = gw.transpose(2, 3).reshape(pairs, o, kk)
+        # laid out (pairs, K, O) as _mlp_backward reads it; returned as the (pairs, O, K) view
+        g_wt = gw.permute(0, 3, 2, 1).reshape(pairs, kk, o).transpose(1, 2)
     return g_feat, g_wt
 
 
@@ -272,7 +275,7 @@ def _torch_apply(feat, wt, tb, k, oh, ow):
     cols = F.unfold(feat.to(wt.dtype), k, padding=k // 2).view(n, -1, h, w)
     out = feat.new_empty((n, o, oh, ow), dtype=wt.dtype)
     dw = tb["off_w"].numel()
-    wt4 = wt.view(-1, dw, o, wt.shape[2])
+    wt4 = wt.reshape(-1, dw, o, wt.shape[2])
     cls_w, idx_w, idx_h = tb["cls_w"].long(), tb["idx_w"].long(), tb["idx_h"].long()
     for a in range(tb["off_h"].numel()):
         rows = tb["order_h"][tb["start_h"][a]:tb["start_h"][a + 1]].long()
@@ -292,7 +295,7 @@ def _torch_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
     cdt = wt.dtype
     cols = F.unfold(feat.to(cdt), k, padding=k // 2).view(n, -1, h, w)
     dw = tb["off_w"].numel()
-    wt4 = wt.view(-1, dw, o, kk)
+    wt4 = wt.reshape(-1, dw, o, kk)
     g_cols = torch.zeros((n, kk, h * w), dtype=cdt, device=feat.device) if need_feat else None
     g_wt = torch.zeros_like(wt4) if need_wt else None
     cls_w, idx_w, idx_h = tb["cls_w"].long(), tb["idx_w"].long(), tb["idx_h"].long()
@@ -565,10 +568,14 @@ def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tenso
     oh, ow = meta_out_size(h, w, scale)
     tb = _tables(h, w, scale, feat.device)
     cdt = acc_dtype(feat.dtype)
-    *_, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
-    wt = _pairs_wt(mlp_out, out_channels)
-    apply = _APPLY.get(backend, (_torch_apply, None))[0]
-    return apply(feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
+    # the op computes in cdt on every backend: an autocast region around the call must not turn the MLP and the
+    # torch path's matmuls / convolutions into 16-bit ones (the backward, run outside autocast, would then see
+    # other weights than the forward used)
+    with torch.autocast(feat.device.type, enabled=False):
+        *_, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
+        wt = _pairs_wt(mlp_out, out_channels, contiguous=backend in _APPLY)
+        apply = _APPLY.get(backend, (_torch_apply, None))[0]
+        return apply(feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
 
 
 @_meta_op.register_fake
@@ -586,12 +593,13 @@ def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch
     n, c, h, w = feat.shape
     tb = _tables(h, w, scale, feat.device)
     cdt = acc_dtype(feat.dtype)
-    inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
-    wt = _pairs_wt(mlp_out, out_channels)
-    need_wt = any(need[1:])
-    bwd = _APPLY.get(backend, (None, _torch_apply_bwd))[1]
-    g_feat, g_wt = bwd(grad, feat, wt, tb, kernel_size, need[0], need_wt)
-    gw = _mlp_backward(g_wt, inp, z1, hid, w1, w2, need) if need_wt else (None,) * 4
+    with torch.autocast(feat.device.type, enabled=False):      # as the forward: everything in cdt
+        inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
+        wt = _pairs_wt(mlp_out, out_channels, contiguous=backend in _APPLY)
+        need_wt = any(need[1:])
+        bwd = _APPLY.get(backend, (None, _torch_apply_bwd))[1]
+        g_feat, g_wt = bwd(grad, feat, wt, tb, kernel_size, need[0], need_wt)
+        gw = _mlp_backward(g_wt, inp, z1, hid, w1, w2, need) if need_wt else (None,) * 4
     outs = [g_feat] + list(gw)
     refs = (feat, w1, b1, w2, b2)
     return tuple(g.to(r.dtype) if (want and g is not None) else feat.new_empty(0)
