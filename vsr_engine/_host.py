@@ -414,13 +414,16 @@ def _prepare(mod, how: str, path: Optional[str]):
     return mod
 
 
-def _jit_build_dir(src: str) -> str:
+def _jit_build_dir(src, prefix: str = "host_ext") -> str:
+    """``$VSR_ENGINE_HOME/build/<prefix>-<hash>``: the hash of the source file(s), torch, Python and platform, so a
+    changed source or another torch builds afresh (also used by ``vsr_engine.ops._host_kernels``)."""
     import torch
     h = hashlib.sha256()
-    with open(src, "rb") as f:
-        h.update(f.read())
+    for path in ([src] if isinstance(src, str) else src):
+        with open(path, "rb") as f:
+            h.update(f.read())
     h.update(f"{torch.__version__}|{sys.version_info[:2]}|{sys.platform}".encode())
-    return os.path.join(_home(), "build", f"host_ext-{h.hexdigest()[:12]}")
+    return os.path.join(_home(), "build", f"{prefix}-{h.hexdigest()[:12]}")
 
 
 def load_cpp(build_dir: Optional[str] = None, *, allow_prebuilt: bool = True, allow_jit: bool = True,

@@ -9,12 +9,9 @@ step's Meta-Upscale backward was 53-63 % of the step on the CPU plan, a gather o
 neighbourhood and a batched mat-vec per offset class, README "Fast step and CPU plan")."""
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 import threading
 import time
-from typing import Optional
 
 ENV = "VSR_ENGINE_CPU_KERNELS"
 SOURCES = ("cpu_bindings.cpp", "meta_upscale_cpu.cpp", "residual_cast_cpu.cpp")
@@ -25,10 +22,6 @@ _info: dict = {}
 
 def _csrc() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
-
-
-def _home() -> str:
-    return os.environ.get("VSR_ENGINE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "vsr_engine")
 
 
 def enabled() -> bool:
@@ -50,14 +43,9 @@ def load():
             missing = [s for s in srcs if not os.path.isfile(s)]
             if missing:
                 raise FileNotFoundError(f"{missing[0]} not found (installed without sources)")
-            import torch
             from torch.utils import cpp_extension
-            h = hashlib.sha256()
-            for s in srcs:
-                with open(s, "rb") as f:
-                    h.update(f.read())
-            h.update(f"{torch.__version__}|{sys.version_info[:2]}|{sys.platform}".encode())
-            bdir = os.path.join(_home(), "build", f"cpu_kernels-{h.hexdigest()[:12]}")
+            from .._host import _jit_build_dir
+            bdir = _jit_build_dir(srcs, "cpu_kernels")
             os.makedirs(bdir, exist_ok=True)
             t0 = time.time()
             _mod = cpp_extension.load(name="vsr_cpu_kernels", sources=srcs, build_directory=bdir,
