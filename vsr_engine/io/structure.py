@@ -5,54 +5,32 @@ several frames as one packet, a Matroska/WebM cluster with a broken element or a
 skipped, an AVI 'movi' chunk with a broken header is jumped over. GIF and Matroska declare no frame count, so the
 frame accounting (:mod:`~vsr_engine.io.accounting`) has nothing to compare with; the structure itself is the check.
 Each walker reads only headers (payloads are skipped by their declared sizes) and returns why the structure breaks,
-or None for an intact (or unjudged) file. A leaf module (no imports from the rest of ``vsr_engine.io``).
+or None for an intact (or unjudged) file. Imports only :mod:`~vsr_engine.io.accounting` (its byte reader).
 """
 from __future__ import annotations
 
-import os
 import struct
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
-_WINDOW = 1 << 20                  # bytes read at a time
+from .accounting import _random_access
+
 _MAX_STEPS = 5_000_000             # elements / blocks walked at most (then: not judged)
 
 
-class _Reader:
-    """Random access to a file's bytes (a path or bytes) through a 1 MB window."""
-
-    def __init__(self, path_or_bytes):
-        self.fh, self.data, self.base = None, b"", 0
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            self.data = bytes(path_or_bytes)
-            self.size = len(self.data)
-        else:
-            self.size = os.path.getsize(path_or_bytes)
-            self.fh = open(path_or_bytes, "rb")
-
-    def get(self, at: int, n: int) -> bytes:
-        if self.fh is None:
-            return self.data[at:at + n]
-        if not (self.base <= at and at + n <= self.base + len(self.data)):
-            self.fh.seek(at)
-            self.base, self.data = at, self.fh.read(max(n, _WINDOW))
-        return self.data[at - self.base:at - self.base + n]
-
-    def close(self):
-        if self.fh is not None:
-            self.fh.close()
+class _Reader(NamedTuple):
+    size: int
+    get: Callable[[int, int], bytes]      # get(offset, n): the bytes there (fewer at the end of the file)
 
 
-def _walk(path_or_bytes, fn) -> Optional[str]:
-    try:
-        r = _Reader(path_or_bytes)
-    except (OSError, TypeError, ValueError):
-        return None
-    try:
-        return fn(r)
-    except OSError:
-        return None
-    finally:
-        r.close()
+def _walk(path_or_bytes, fn):
+    """``fn(_Reader)`` over a file's bytes (a path or bytes); None when the file cannot be read."""
+    with _random_access(path_or_bytes) as (size, read):
+        if read is None:
+            return None
+        try:
+            return fn(_Reader(size, read))
+        except OSError:
+            return None
 
 
 # ============================================================================================ GIF
