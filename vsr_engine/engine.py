@@ -212,6 +212,9 @@ class Engine:
         else:
             self._proc = BlackBox(self.model, overlap)
             self.mode = "blackbox"
+        # the dtype frames are staged in: fp32 where the fast step keeps fp32 islands (its entry convolutions and
+        # bilinear base read the frames in fp32; bf16's 8-bit mantissa would re-round the 8-bit input levels)
+        self.stage_dtype = torch.float32 if self.fast is not None and self.fast.islands else self.dtype
         self.last_summary: Optional[RunSummary] = None
 
     # called with the number of frames done after each committed window (tests use it to interrupt a run)
@@ -378,7 +381,7 @@ class Engine:
         scene_carry = {k: v for k, v in (carry or {}).items() if k.startswith("scene_")}
         carry = {k: v for k, v in (carry or {}).items() if not k.startswith("scene_")} or None
         if carry is not None:
-            proc.load_state(carry, self.device, self.dtype)
+            proc.load_state(carry, self.device, self.stage_dtype)
         info = src.info
         if getattr(info, "width", None) and getattr(info, "height", None):
             summary.input_size = (info.width, info.height)
@@ -495,7 +498,7 @@ class _WindowStep:
             self.summary.input_size = self.size
             self.W = self.proc.plan_for(*self.size)   # memory plan before the first window: window, tiles
         with torch.inference_mode():
-            self.buf.append(frame.rgb(dtype=self.e.dtype))
+            self.buf.append(frame.rgb(dtype=self.e.stage_dtype))
         self.infos.append(fi)
         if self.det is not None:
             with torch.inference_mode():

@@ -37,6 +37,7 @@ from .ops.bias_act import bias_act
 from .ops.residual_cast import residual_cast
 from .ops.shuffle_nhwc import shuffle_nhwc
 from .ops.warp_nhwc import warp_nhwc
+from .weight_cast import cast_weight
 
 __all__ = ["FastBasicVSR", "GraphCache", "accelerate", "supported"]
 
@@ -198,25 +199,25 @@ def _graphs_default(device: torch.device) -> bool:
 class _Trunk:
     """A ``ConvResidualBlocks`` trunk's weights, ready for the fast step (dtype, channels-last, padded input)."""
 
-    def __init__(self, trunk: nn.Module, num_feat: int, dtype: torch.dtype):
+    def __init__(self, trunk: nn.Module, num_feat: int, dtype: torch.dtype, entry_dtype: torch.dtype):
         first = trunk.main[0]
         nin = first.weight.shape[1]
         n_lq = nin - num_feat  # the official input is cat([lq, feat]): lq channels first
         self.cin = 8 * math.ceil((num_feat + n_lq) / 8)  # buffer channels: feat | lq | zeros
-        w = first.weight.detach().to(dtype)
+        w = cast_weight(first.weight, entry_dtype)
         wp = w.new_zeros(w.shape[0], self.cin, 3, 3)
         wp[:, :num_feat] = w[:, n_lq:]
         wp[:, num_feat:num_feat + n_lq] = w[:, :n_lq]
         self.n_lq = n_lq
         self.w_in = wp.contiguous(memory_format=CL)
-        self.b_in = first.bias.detach().to(dtype)
+        self.b_in = first.bias.detach().to(entry_dtype)
         self.blocks = _residual_blocks(trunk.main[2], dtype)
 
 
 def _residual_blocks(blocks: nn.Module, dtype: torch.dtype):
     """(conv1 weight, conv1 bias, conv2 weight, conv2 bias) of each ``ResidualBlockNoBN``, cast, channels-last."""
-    return [(b.conv1.weight.detach().to(dtype).contiguous(memory_format=CL), b.conv1.bias.detach().to(dtype),
-             b.conv2.weight.detach().to(dtype).contiguous(memory_format=CL), b.conv2.bias.detach().to(dtype))
+    return [(cast_weight(b.conv1.weight, dtype).contiguous(memory_format=CL), b.conv1.bias.detach().to(dtype),
+             cast_weight(b.conv2.weight, dtype).contiguous(memory_format=CL), b.conv2.bias.detach().to(dtype))
             for b in blocks]
 
 
@@ -229,7 +230,7 @@ class _Cleaner:
         first = blocks.main[0]
         self.nin = first.weight.shape[1]
         self.cin = 8 * math.ceil(self.nin / 8)
-        w = first.weight.detach().to(dtype)
+        w = cast_weight(first.weight, dtype)
         wp = w.new_zeros(w.shape[0], self.cin, 3, 3)
         wp[:, :self.nin] = w
         self.w_in = wp.contiguous(memory_format=CL)
@@ -239,7 +240,7 @@ class _Cleaner:
 
 
 def _w(conv_mod: nn.Conv2d, dtype, out_pad: int = 0):
-    w = conv_mod.weight.detach().to(dtype)
+    w = cast_weight(conv_mod.weight, dtype)
     b = conv_mod.bias.detach().to(dtype) if conv_mod.bias is not None else None
     if out_pad:
         w = torch.cat([w, w.new_zeros(out_pad, *w.shape[1:])])
@@ -277,8 +278,12 @@ class FastBasicVSR:
             raise ValueError(f"FastBasicVSR: unknown fp32 islands {sorted(bad)} (residual, output)")
         self.islands = tuple(fp32_islands)
         self.feat_dtype = torch.float32 if "residual" in self.islands else dtype
-        self.trunk_b = _Trunk(core.backward_trunk, core.num_feat, dtype)
-        self.trunk_f = _Trunk(core.forward_trunk, core.num_feat, dtype)
+        # the residual island includes each trunk's entry convolution (the propagated feature and the frame in, the
+        # residual stream out): in 16 bits the recurrence re-rounds its own state there at every step
+        self.trunk_b = _Trunk(core.backward_trunk, core.num_feat, dtype, self.feat_dtype)
+        self.trunk_f = _Trunk(core.forward_trunk, core.num_feat, dtype, self.feat_dtype)
+        # the frames as given to each part: fp32 where an island reads them (entry convolution, bilinear base)
+        self.lq_dtype = torch.float32 if self.islands else dtype
         self.own_upsample = type(core).upsample is BasicVSR.upsample
         if self.own_upsample:
             self.fusion = _w(core.fusion, dtype)
@@ -318,7 +323,7 @@ class FastBasicVSR:
         """trunk(cat([lq, warp(feat, flow)])) -> (N, num_feat, H, W) channels-last."""
         n, _, h, w = lq.shape
         nf = self.num_feat
-        buf = torch.empty(n, tw.cin, h, w, device=lq.device, dtype=self.dtype, memory_format=CL)
+        buf = torch.empty(n, tw.cin, h, w, device=lq.device, dtype=tw.w_in.dtype, memory_format=CL)
         if feat is None:
             buf[:, :nf].zero_()
         else:
@@ -331,7 +336,8 @@ class FastBasicVSR:
             for w1, b1, w2, b2 in tw.blocks:
                 x = conv_residual(conv_act(x, w1, b1, "relu", 1), w2, b2, x)
             return x
-        acc = x.to(self.feat_dtype)  # fp32 island: the residual stream (convolutions still in self.dtype)
+        acc = x  # fp32 island: the residual stream (the blocks' convolutions in self.dtype)
+        x = acc.to(self.dtype)
         for w1, b1, w2, b2 in tw.blocks:
             # acc += block(x); x = acc in self.dtype: one pass on the CPU (ops/residual_cast.py), two in torch
             x = residual_cast(acc, conv_act(conv_act(x, w1, b1, "relu", 1), w2, b2, "none", 1), self.dtype)
@@ -340,7 +346,7 @@ class FastBasicVSR:
     def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],
              backward: bool) -> torch.Tensor:
         """One propagation step of a branch (graph-replayed on CUDA); returns a new channels-last tensor."""
-        lq = lq.to(self.dtype)
+        lq = lq.to(self.trunk_b.w_in.dtype)
         if feat is None:
             out = (self._first_b if backward else self._first_f)(lq)
         else:
@@ -378,7 +384,7 @@ class FastBasicVSR:
         if not self.own_upsample:  # a subclass's own reconstruction (any-scale heads): the module, in its dtype
             dt = self.dtype
             return self.core.upsample(lq.to(dt), feat_b.to(dt), feat_f.to(dt))
-        return self._up(lq.to(self.dtype), _cl(feat_b), _cl(feat_f)).clone()
+        return self._up(lq.to(self.lq_dtype), _cl(feat_b), _cl(feat_f)).clone()
 
     # -- cleaning (RealBasicVSR) -----------------------------------------------------------------------------
     def _clean_residue(self, x: torch.Tensor) -> torch.Tensor:
@@ -460,7 +466,7 @@ class FastBasicVSR:
         from .models.basicvsr import check_input
         check_input(lqs)
         n, t, c, h, w = lqs.shape
-        lqs = lqs.to(self.dtype)
+        lqs = lqs.to(self.lq_dtype)
         if t > 1:
             x1 = lqs[:, :-1].reshape(-1, c, h, w)
             x2 = lqs[:, 1:].reshape(-1, c, h, w)

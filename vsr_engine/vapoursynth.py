@@ -130,7 +130,7 @@ class RandomAccessUpscaler:
         if hasattr(self, "height") and tuple(t.shape[-2:]) != (self.height, self.width):
             raise VsrInputError(f"frame {j}: size {t.shape[-1]}x{t.shape[-2]} differs from the first frame's "
                                 f"{self.width}x{self.height}")
-        return t.to(self.e.dtype)
+        return t.to(self.e.stage_dtype)
 
     def _starts_scene(self, i: int) -> bool:
         if i <= 0:
@@ -215,7 +215,7 @@ class RandomAccessUpscaler:
             self.proc.reset_state()
         else:
             self._states.move_to_end(t)
-            self.proc.proc.load_state(snapshot(self._states[t]), self.e.device, self.e.dtype)
+            self.proc.proc.load_state(snapshot(self._states[t]), self.e.device, self.e.stage_dtype)
         while True:
             e, outs = self._compute(z, t)
             if e < self.n and not self._starts_scene(e):

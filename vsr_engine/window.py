@@ -69,7 +69,7 @@ class SplitBidirectional:
         return st
 
     def load_state(self, st: dict, device, dtype):
-        self.feat_f = st["feat_f"].to(device, dtype)
+        self.feat_f = st["feat_f"].to(device, self.fast.feat_dtype if self.fast is not None else dtype)
         self.prev_x = st["prev_x"].to(device, dtype)
         self.flow_cache.clear()
         if "flows" in st:
