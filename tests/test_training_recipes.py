@@ -122,3 +122,14 @@ def test_adaptation_refuses_frames_smaller_than_the_patch(tmp_path, data_dir):
         _run(adapt, [os.path.join(sv, "carphone_distorted.mp4"), "--sources", os.path.join(sv, "carphone_pristine.mp4"),
                      "--max-frames", "2", "--steps", "1", "--lr-size", "100", "--num-feat", "8",
                      "--out", str(tmp_path / "x"), "--device", "cpu"])
+
+
+def test_adaptation_default_loss_weights_are_the_reference_lambdas():
+    # anse3832/USR_DA opt/option.py: align, sty, idt 0.01; rec, res, cyc 1 (the 2026-12-05 6000-step figures use them)
+    import argparse
+    ap = argparse.ArgumentParser()
+    adapt.add_arguments(ap)
+    args = ap.parse_args(["t.mp4"])
+    got = {k: getattr(args, "w_" + k) for k in adapt.WEIGHTS}
+    assert got == {"align": 0.01, "rec": 1.0, "res": 1.0, "sty": 0.01, "idt": 0.01, "cyc": 1.0}
+    assert ap.parse_args(["t.mp4", "--w-idt", "0.5"]).w_idt == 0.5

@@ -34,6 +34,9 @@ from .common import _precision, add_run_arguments
 
 CKPT, EXPORT, CONFIG, LOG = "last.pth", "usrda.safetensors", "config.json", "log.jsonl"
 WEIGHTS = ("align", "rec", "res", "sty", "idt", "cyc")
+# The reference implementation's lambdas (anse3832/USR_DA opt/option.py): the adversarial and identity terms are
+# small (0.01) next to the L1 reconstruction, restoration and cycle terms (1).
+DEFAULT_WEIGHTS = dict(zip(WEIGHTS, (0.01, 1.0, 1.0, 0.01, 0.01, 1.0)))
 
 
 class TargetDecoder(nn.Module):
@@ -207,7 +210,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--num-feat", type=int, default=32)
     ap.add_argument("--enc-blocks", type=int, default=4)
     ap.add_argument("--dec-blocks", type=int, default=4)
-    for k, v in zip(WEIGHTS, (0.1, 1.0, 1.0, 0.1, 0.5, 1.0)):
+    for k, v in DEFAULT_WEIGHTS.items():
         ap.add_argument(f"--w-{k}", type=float, default=v)
     ap.add_argument("--max-frames", type=int, default=0)
     add_run_arguments(ap)
