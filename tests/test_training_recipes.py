@@ -43,6 +43,20 @@ def test_generator_makes_moving_clips_and_takes_gradients():
     assert g.fc.weight.grad is not None and g.fc.weight.grad.abs().sum() > 0
 
 
+def test_generator_loss_sums_as_the_official_dfsr():
+    from vsr_engine.imresize import imresize_torch
+    torch.manual_seed(0)
+    x, s, t = torch.rand(1, 2, 3, 6, 6), torch.rand(1, 2, 3, 24, 24), torch.rand(1, 2, 3, 24, 24)
+    loss, kd, rec = distill.generator_loss(x, s, t, 2.0)
+    rec_sum = float((x - imresize_torch(t, 6, 6).clamp(0, 1)).abs().sum())
+    want = -np.log1p(float((s - t).abs().sum())) + 2.0 * rec_sum
+    assert abs(float(loss) - want) < 1e-3 * abs(want) and abs(kd - float((s - t).abs().mean())) < 1e-6
+    # sums, not means: the same clip twice in a batch doubles the reconstruction term
+    loss2, _, rec2 = distill.generator_loss(torch.cat([x, x]), torch.cat([s, s]), torch.cat([t, t]), 2.0)
+    want2 = -np.log1p(2 * float((s - t).abs().sum())) + 4.0 * rec_sum
+    assert abs(rec2 - rec) < 1e-6 and abs(float(loss2) - want2) < 1e-3 * abs(want2)
+
+
 def test_growth_keeps_the_student_output():
     torch.manual_seed(0)
     s = BasicVSR(num_feat=8, num_block=1).eval()

@@ -5,6 +5,7 @@ video: a generator (``generator.ClipGenerator``) turns noise into short LR clips
     student:    L_KD = L1(student(x), teacher(x))                       x = G(z, motion), G fixed
 and every ``--gen-every`` student steps one generator step
     generator:  -log(1 + L_KD) + w_rec * L1(x, BI(teacher(x)))          BI = MATLAB bicubic x1/4 (imresize)
+(the generator's two L1 terms are sums over the batch, not means, as in the official code: ``generator_loss``)
 (the generator seeks clips where student and teacher disagree, the reconstruction term keeps them looking like LR
 frames the teacher was trained on). Without ``--data-free`` the same student is trained at the same steps on real
 clips (Charbonnier to the HR frames, BI LR), the baseline of the paper's comparison.
@@ -79,6 +80,18 @@ def export_student(student, path: str, config: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def generator_loss(x, s_out, t_out, w_rec: float):
+    """The generator's objective, summed over all elements as the official DFSR code (criterion reduction 'sum'):
+    ``-log(1 + sum|S(x) - T(x)|) + w_rec * sum|x - BI(T(x))|``. With sums the log term's gradient is that of the
+    log of the disagreement (scale-free) while the reconstruction term grows with the clip's size, so the
+    reconstruction dominates (as in the paper) instead of being swamped. Returns (loss, mean KD, mean rec)."""
+    h, w = x.shape[-2:]
+    kd = (s_out - t_out).abs()
+    rec = (x - imresize_torch(t_out, h, w).clamp(0, 1)).abs()
+    loss = -torch.log(1 + kd.sum()) + w_rec * rec.sum()
+    return loss, kd.mean().item(), rec.mean().item()
+
+
 def _optimizer(student, lr):
     return torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99))
 
@@ -103,7 +116,7 @@ def train(args) -> str:
     if args.data_free:
         from .generator import ClipGenerator
         gen = ClipGenerator(args.latent, args.lr_size, args.frames, args.max_motion).to(device)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr_g, betas=(0.5, 0.999))
+        opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr_g)   # default betas, as the official DFSR
     else:
         from .data import ClipSampler, read_video_rgb
         sampler = ClipSampler([read_video_rgb(s, args.max_frames) for s in args.sources], args.frames, args.lr_size,
@@ -168,14 +181,11 @@ def train(args) -> str:
                 x = gen(z, gen.motion(args.batch, device, rng)).float()
                 t_out = teacher(x).float()
                 s_out = student(x).float()
-            kd = F.l1_loss(s_out, t_out)
-            h, w = x.shape[-2:]
-            rec = F.l1_loss(x, imresize_torch(t_out, h, w).clamp(0, 1))
-            loss_g = -torch.log(1 + kd) + args.w_rec * rec
+            loss_g, kd, rec = generator_loss(x, s_out, t_out, args.w_rec)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-            row.update(gen_kd=kd.item(), gen_rec=rec.item())
+            row.update(gen_kd=kd, gen_rec=rec)
         step += 1
         recent.append(row)
         if step % args.log_every == 0 or step == stop:
@@ -220,7 +230,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lr-size", type=int, default=32, help="LR patch size")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip of the student")
-    ap.add_argument("--gen-every", type=int, default=5, help="one generator step every N student steps")
+    ap.add_argument("--gen-every", type=int, default=50,
+                    help="one generator step every N student steps (official DFSR: 50)")
     ap.add_argument("--lr-g", type=float, default=1e-3)
     ap.add_argument("--latent", type=int, default=128)
     ap.add_argument("--w-rec", type=float, default=1.0, help="weight of the generator's reconstruction loss")
