@@ -302,3 +302,30 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, sink_
         from PIL import Image
         for n in names:
             assert (np.asarray(Image.open(out / n)) == np.asarray(Image.open(ref_out / n))).all()
+
+
+def test_interrupt_then_resume_on_the_cpu_plan_equals_uninterrupted(tmp_path, monkeypatch):
+    """dtype='auto' (the CPU plan: bf16 fast step with fp32 islands where the CPU has bf16): the carried forward
+    feature is fp32 in the plan, so a resumed run must load it as fp32 (it was re-rounded to bf16 once)."""
+    src = tmp_path / "in.mp4"
+    make_video(src, n=17, w=16, h=12)
+    m = tiny_basicvsr()
+    ref_out, out = tmp_path / "ref", tmp_path / "out"
+    eng = Engine(m, window=4, overlap=2, dtype="auto")
+    eng.run(str(src), str(ref_out))
+
+    def stop_after_two_windows(done):
+        if done >= 8:
+            raise _Interrupt()
+
+    monkeypatch.setattr(Engine, "_after_window", staticmethod(stop_after_two_windows))
+    with pytest.raises(KeyboardInterrupt):
+        Engine(m, window=4, overlap=2, dtype="auto").run(str(src), str(out))
+    monkeypatch.setattr(Engine, "_after_window", None)
+    s = Engine(m, window=4, overlap=2, dtype="auto").run(str(src), str(out), resume=True)
+    assert s.resumed_from == 8 and s.frames_out == 17
+    names = sorted(os.listdir(out))
+    assert names == sorted(os.listdir(ref_out)) and len(names) == 17
+    from PIL import Image
+    for n in names:
+        assert (np.asarray(Image.open(out / n)) == np.asarray(Image.open(ref_out / n))).all(), n
