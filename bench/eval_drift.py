@@ -68,7 +68,7 @@ def main(argv=None):
         outs, secs = {}, {}
         for dt in ("float32", "auto"):
             eng = Engine(name, device="cpu", dtype=dt, **kw)
-            cache = (os.path.join(a.ref_cache, f"{name}_{len(frames)}_{a.window}_{a.scene_cuts}.npy")
+            cache = (os.path.join(a.ref_cache, f"{os.path.splitext(os.path.basename(a.clip))[0]}_{name}_{len(frames)}_{a.window}_{a.scene_cuts}.npy")
                      if a.ref_cache and dt == "float32" else None)
             if cache and os.path.exists(cache):
                 outs[dt], secs[dt] = list(np.load(cache)), None  # fp32 from an earlier run (time not measured)

@@ -323,7 +323,7 @@ class FastBasicVSR:
         """trunk(cat([lq, warp(feat, flow)])) -> (N, num_feat, H, W) channels-last."""
         n, _, h, w = lq.shape
         nf = self.num_feat
-        buf = torch.empty(n, tw.cin, h, w, device=lq.device, dtype=tw.w_in.dtype, memory_format=CL)
+        buf = torch.empty(n, tw.cin, h, w, device=lq.device, dtype=self.feat_dtype, memory_format=CL)
         if feat is None:
             buf[:, :nf].zero_()
         else:
@@ -346,7 +346,7 @@ class FastBasicVSR:
     def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],
              backward: bool) -> torch.Tensor:
         """One propagation step of a branch (graph-replayed on CUDA); returns a new channels-last tensor."""
-        lq = lq.to(self.trunk_b.w_in.dtype)
+        lq = lq.to(self.feat_dtype)  # the entry convolution's dtype (fp32 in the residual island)
         if feat is None:
             out = (self._first_b if backward else self._first_f)(lq)
         else:

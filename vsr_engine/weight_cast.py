@@ -7,8 +7,8 @@ error of the bf16 forward branch grows by ~0.35 dB per step, and weight rounding
 (probe: nearest-rounded weights alone 54.3 dB after 32 steps; the same weights with the tap sums kept 58.6 dB).
 
 ``cast_weight(w, torch.bfloat16)`` starts from nearest rounding and then, per (output, input) channel pair, moves
-single taps one bf16 step up or down while that lowers |sum error| + sum of |tap errors| (greedy, at most one move per
-tap position per round, deterministic). Every tap stays within one bf16 step of its fp32 value. Other dtypes, and
+single taps one bf16 step up or down while that lowers |sum error| + sum of |tap errors| (greedy, at most one tap per
+kernel per round, deterministic). Every tap stays within one bf16 step of its fp32 value. Other dtypes, and
 1x1 kernels (whose sum is the tap), are a plain cast.
 """
 import numpy as np
