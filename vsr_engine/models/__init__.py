@@ -38,7 +38,7 @@ def _dscvsr_arch(sd) -> Dict[str, int]:
 
 def _usrda_arch(sd) -> Dict[str, int]:
     return {"num_feat": int(sd["encoder.head.weight"].shape[0]), "enc_blocks": ckpt.count_indexed(sd, "encoder.body"),
-            "dec_blocks": ckpt.count_indexed(sd, "decoder.body")}
+            "dec_blocks": ckpt.count_indexed(sd, "decoder.body"), "lr_skip": "decoder.no_lr_skip" not in sd}
 
 
 # name -> (constructor, arch inference from a (renamed) state dict)

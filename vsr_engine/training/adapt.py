@@ -100,13 +100,18 @@ def lsgan(pred, value: float):
     return F.mse_loss(pred.float(), torch.full_like(pred.float(), value))
 
 
+def make_model(args) -> USRDA:
+    """E + G_SR as the recipe trains them (``--lr-skip`` chooses G_SR's bilinear LR skip)."""
+    return USRDA(args.num_feat, args.enc_blocks, args.dec_blocks, args.lr_skip)
+
+
 def train(args) -> str:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
-    model = USRDA(args.num_feat, args.enc_blocks, args.dec_blocks).to(device)
+    model = make_model(args).to(device)
     g_t = TargetDecoder(args.num_feat).to(device)
     d_f, d_t = discriminator(args.num_feat).to(device), discriminator(3).to(device)
     opt_g = torch.optim.Adam(list(model.parameters()) + list(g_t.parameters()), lr=args.lr, betas=(0.9, 0.99))
@@ -116,7 +121,8 @@ def train(args) -> str:
     data = Patches(source, target, args.lr_size, args.seed)
     w = {k: getattr(args, "w_" + k) for k in WEIGHTS}
     config = {"recipe": "adapt", "source_only": bool(args.source_only), "model": "usrda",
-              "arch": {"num_feat": args.num_feat, "enc_blocks": args.enc_blocks, "dec_blocks": args.dec_blocks},
+              "arch": {"num_feat": args.num_feat, "enc_blocks": args.enc_blocks, "dec_blocks": args.dec_blocks,
+                       "lr_skip": args.lr_skip},
               "weights": w, "args": {k: v for k, v in vars(args).items() if k != "func"}}
     with open(os.path.join(args.out, CONFIG), "w") as f:
         json.dump(config, f, indent=1)
@@ -210,6 +216,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--num-feat", type=int, default=32)
     ap.add_argument("--enc-blocks", type=int, default=4)
     ap.add_argument("--dec-blocks", type=int, default=4)
+    ap.add_argument("--lr-skip", action=argparse.BooleanOptionalAction, default=True,
+                    help="add the bilinear x4 of the input LR to G_SR's output (the first recipe); --no-lr-skip: "
+                         "G_SR sees E's features only, as in the method")
     for k, v in DEFAULT_WEIGHTS.items():
         ap.add_argument(f"--w-{k}", type=float, default=v)
     ap.add_argument("--max-frames", type=int, default=0)
