@@ -34,6 +34,7 @@ class ScaleHead(nn.Module):
     def __init__(self, num_feat: int = 64, mid: int = 32, hidden: int = 256, kernel_size: int = 3):
         super().__init__()
         self.mid, self.hidden, self.kernel_size = mid, hidden, kernel_size
+        self.mlp_lowp = False   # the weight MLP in the autocast dtype (set by the CPU training plan)
         self.conv = nn.Conv2d(num_feat, mid, 3, 1, 1)
         self.fc1 = nn.Linear(3, hidden)
         self.fc2 = nn.Linear(hidden, kernel_size * kernel_size * mid * 3)
@@ -44,7 +45,7 @@ class ScaleHead(nn.Module):
     def forward(self, fused: torch.Tensor, scale: float) -> torch.Tensor:
         f = F.leaky_relu(self.conv(fused), 0.1)
         return ops.meta_upscale(f, scale, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                                out_channels=3, kernel_size=self.kernel_size)
+                                out_channels=3, kernel_size=self.kernel_size, mlp_lowp=self.mlp_lowp)
 
 
 class BasicVSRMeta(BasicVSR):

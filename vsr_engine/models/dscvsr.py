@@ -104,6 +104,7 @@ class MetaUpscale(nn.Module):
     def __init__(self, channels: int, out_channels: int = 3, kernel_size: int = 3, hidden: int = 256):
         super().__init__()
         self.out_channels, self.kernel_size = out_channels, kernel_size
+        self.mlp_lowp = False   # the weight MLP in the autocast dtype (set by the CPU training plan)
         self.fc1 = nn.Linear(3, hidden)
         self.fc2 = nn.Linear(hidden, kernel_size * kernel_size * channels * out_channels)
         with torch.no_grad():  # start near a zero residual: the untrained model is bicubic
@@ -112,7 +113,7 @@ class MetaUpscale(nn.Module):
 
     def forward(self, feat: torch.Tensor, scale: float) -> torch.Tensor:
         return ops.meta_upscale(feat, scale, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                                out_channels=self.out_channels, kernel_size=self.kernel_size)
+                                out_channels=self.out_channels, kernel_size=self.kernel_size, mlp_lowp=self.mlp_lowp)
 
 
 class DSCVSR(nn.Module):
@@ -192,4 +193,9 @@ class DSCVSR(nn.Module):
         ff, blocks_f = self.propagate(lqs, flows_f, self.forward_rf, self.forward_fill, backward=False)
         if self.record_features:
             self.features = {"backward": fb, "forward": ff, "backward_blocks": blocks_b, "forward_blocks": blocks_f}
-        return torch.stack([self.reconstruct(lqs[:, i], fb[i], ff[i], r) for i in range(lqs.shape[1])], dim=1)
+        # every frame reconstructed in one call (frames into the batch): the same per-frame arithmetic, and the
+        # Meta-Upscale's weight MLP, its tables and weight layouts computed once per clip instead of once per frame
+        n, t = lqs.shape[:2]
+        out = self.reconstruct(lqs.flatten(0, 1), torch.stack(fb, 1).flatten(0, 1), torch.stack(ff, 1).flatten(0, 1),
+                               r)
+        return out.unflatten(0, (n, t))

@@ -138,15 +138,19 @@ def _mlp(scale, tb, w1, b1, w2, b2, cdt):
     return inp, z1, hid, F.linear(hid, w2.to(cdt), b2.to(cdt))
 
 
+def _mlp_dtype(w2, cdt, lowp: bool):
+    """The MLP's compute dtype: cdt, or its 16-bit parameters' own dtype when ``lowp``."""
+    return w2.dtype if lowp and w2.dtype in (torch.float16, torch.bfloat16) else cdt
+
+
 def _pairs_wt(mlp_out: torch.Tensor, o: int, contiguous: bool = True) -> torch.Tensor:
     """(pairs, O, K); ``contiguous=False``: a view (the torch path lays it out as each of its ways needs)."""
     wt = mlp_out.view(mlp_out.shape[0], -1, o).transpose(1, 2)
     return wt.contiguous() if contiguous else wt
 
 
-def _mlp_backward(g_wt, inp, z1, hid, w1, w2, need):
-    """g_wt (pairs, O, K) -> grads of (w1, b1, w2, b2)."""
-    g_out = g_wt.transpose(1, 2).reshape(g_wt.shape[0], -1)  # (pairs, K*O), index K*O + o
+def _mlp_backward(g_out, inp, z1, hid, w1, w2, need):
+    """g_out (pairs, MLP outputs) -> grads of (w1, b1, w2, b2)."""
     gw2 = g_out.t() @ hid if need[3] else None
     gb2 = g_out.sum(0) if need[4] else None
     gw1 = gb1 = None
@@ -209,13 +213,27 @@ def _conv_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
     return g_feat, g_wt
 
 
-def _host(feat, wt):
-    """The host kernel (csrc/meta_upscale_cpu.cpp) for this call, or None: CPU tensors, fp32 / fp64 compute, and
-    the kernel built here (ops/_host_kernels.py)."""
-    if feat.device.type != "cpu" or wt.dtype not in (torch.float32, torch.float64):
+def _host(backend, feat, cdt, tb, oh, ow):
+    """The host kernel (csrc/meta_upscale_cpu.cpp) for this call, or None: the torch backend on CPU tensors where
+    the one-convolution way does not fit, fp32 / fp64 compute, and the kernel built here (ops/_host_kernels.py)."""
+    if (backend in _APPLY or feat.device.type != "cpu" or cdt not in (torch.float32, torch.float64)
+            or _conv_fits(tb, feat.shape[2], feat.shape[3], oh, ow)):
         return None
     from . import _host_kernels
     return _host_kernels.load()
+
+
+_PERM: Dict[tuple, tuple] = {}
+
+
+def _host_perm(c, o, k, device):
+    """Rows of the MLP's last layer reordered so that its output is the host kernel's (O, k*k, C) layout per pair
+    (the MLP's own order is K * O + o with K = c * k*k + tap, unfold's): (perm, inverse), cached."""
+    key = (c, o, k, str(device))
+    if key not in _PERM:
+        perm = torch.arange(c * k * k * o, device=device).view(c, k * k, o).permute(2, 1, 0).reshape(-1)
+        _PERM[key] = (perm, torch.argsort(perm))
+    return _PERM[key]
 
 
 def _host_geom(tb, n, c, h, w, oh, ow, o, k):
@@ -225,51 +243,46 @@ def _host_geom(tb, n, c, h, w, oh, ow, o, k):
     return geom, keep
 
 
-def _host_apply(mod, feat, wt, tb, k, oh, ow):
+def _host_apply(mod, feat, wk, tb, k, oh, ow):
+    """wk: (pairs, O, k*k, C) contiguous, the kernel's layout (the MLP writes it directly: ``_host_perm``)."""
     from ._host_kernels import threads
     n, c, h, w = feat.shape
-    pairs, o, kk = wt.shape
-    f = feat.to(wt.dtype).permute(0, 2, 3, 1).contiguous()                     # (n, h, w, c)
-    wk = wt.unflatten(2, (c, k * k)).transpose(2, 3).contiguous()               # (pairs, O, taps, c)
-    out = torch.empty((n, o, oh, ow), dtype=wt.dtype)
+    o = wk.shape[1]
+    f = feat.to(wk.dtype).permute(0, 2, 3, 1).contiguous()                     # (n, h, w, c)
+    out = torch.empty((n, o, oh, ow), dtype=wk.dtype)
     geom, keep = _host_geom(tb, n, c, h, w, oh, ow, o, k)
-    mod.meta_upscale("forward", geom, f.data_ptr(), wk.data_ptr(), out.data_ptr(), 64 if wt.dtype == torch.float64
+    mod.meta_upscale("forward", geom, f.data_ptr(), wk.data_ptr(), out.data_ptr(), 64 if wk.dtype == torch.float64
                      else 32, threads())
     return out
 
 
-def _host_apply_bwd(mod, grad, feat, wt, tb, k, need_feat, need_wt):
+def _host_apply_bwd(mod, grad, feat, wk, tb, k, need_feat, need_wt):
+    """-> grad of feat (N, C, H, W) and of wk in wk's own layout (pairs, O, k*k, C)."""
     from ._host_kernels import threads
     n, c, h, w = feat.shape
-    pairs, o, kk = wt.shape
-    bits = 64 if wt.dtype == torch.float64 else 32
-    g = grad.to(wt.dtype).contiguous()
-    wk = wt.unflatten(2, (c, k * k)).transpose(2, 3).contiguous()
+    o = wk.shape[1]
+    bits = 64 if wk.dtype == torch.float64 else 32
+    g = grad.to(wk.dtype).contiguous()
     geom, keep = _host_geom(tb, n, c, h, w, g.shape[2], g.shape[3], o, k)
-    g_feat = g_wt = None
+    g_feat = g_wk = None
     if need_feat:
-        gf = torch.zeros((n, h, w, c), dtype=wt.dtype)
+        gf = torch.zeros((n, h, w, c), dtype=wk.dtype)
         mod.meta_upscale("feat", geom, g.data_ptr(), wk.data_ptr(), gf.data_ptr(), bits, threads())
         g_feat = gf.permute(0, 3, 1, 2).contiguous()
     if need_wt:
-        f = feat.to(wt.dtype).permute(0, 2, 3, 1).contiguous()
-        gw = torch.zeros((pairs, o, k * k, c), dtype=wt.dtype)
-        mod.meta_upscale("wt", geom, g.data_ptr(), f.data_ptr(), gw.data_ptr(), bits, threads())
-        # laid out (pairs, K, O) as _mlp_backward reads it; returned as the (pairs, O, K) view
-        g_wt = gw.permute(0, 3, 2, 1).reshape(pairs, kk, o).transpose(1, 2)
-    return g_feat, g_wt
+        f = feat.to(wk.dtype).permute(0, 2, 3, 1).contiguous()
+        g_wk = torch.empty_like(wk)                                            # every class block written
+        mod.meta_upscale("wt", geom, g.data_ptr(), f.data_ptr(), g_wk.data_ptr(), bits, threads())
+    return g_feat, g_wk
 
 
 def _torch_apply(feat, wt, tb, k, oh, ow):
     """out[n, o, i, j] = sum_K wt[pair(i, j), o, K] * unfold(feat)[n, K, idx_h[i], idx_w[j]]: one convolution
-    where it fits (``_conv_fits``: x2, x4), else the host kernel on the CPU where it is built, else per row class.
-    (The order measured: DSCVSR training size, 10 x 64 x 40 x 40, one thread -- x4: convolution 0.011 s forward /
+    where it fits (``_conv_fits``: x2, x4), else per row class (on the CPU the op takes the host kernel before
+    this: ``_host``). (The order measured: DSCVSR training size, 10 x 64 x 40 x 40, one thread -- x4: convolution 0.011 s forward /
     0.020 s backward, host kernel 0.039 / 0.080; x3.7: host 0.23 / 0.48, per class 1.29 / 3.0.)"""
     if _conv_fits(tb, feat.shape[2], feat.shape[3], oh, ow):
         return _conv_apply(feat, wt, tb, k, oh, ow)
-    mod = _host(feat, wt)
-    if mod is not None:
-        return _host_apply(mod, feat, wt, tb, k, oh, ow)
     n, c, h, w = feat.shape
     o = wt.shape[1]
     cols = F.unfold(feat.to(wt.dtype), k, padding=k // 2).view(n, -1, h, w)
@@ -287,9 +300,6 @@ def _torch_apply(feat, wt, tb, k, oh, ow):
 def _torch_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt):
     if _conv_fits(tb, feat.shape[2], feat.shape[3], grad.shape[2], grad.shape[3]):
         return _conv_apply_bwd(grad, feat, wt, tb, k, need_feat, need_wt)
-    mod = _host(feat, wt)
-    if mod is not None:
-        return _host_apply_bwd(mod, grad, feat, wt, tb, k, need_feat, need_wt)
     n, c, h, w = feat.shape
     o, kk = wt.shape[1], wt.shape[2]
     cdt = wt.dtype
@@ -562,7 +572,7 @@ _APPLY = {"triton": (_triton_apply, _triton_apply_bwd), "cuda": (_cuda_apply, _c
 
 @torch.library.custom_op("vsr_engine::meta_upscale", mutates_args=())
 def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-             b2: torch.Tensor, out_channels: int, kernel_size: int, backend: str) -> torch.Tensor:
+             b2: torch.Tensor, out_channels: int, kernel_size: int, backend: str, mlp_lowp: bool = False) -> torch.Tensor:
     feat = feat.contiguous()
     n, c, h, w = feat.shape
     oh, ow = meta_out_size(h, w, scale)
@@ -570,16 +580,24 @@ def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tenso
     cdt = acc_dtype(feat.dtype)
     # the op computes in cdt on every backend: an autocast region around the call must not turn the MLP and the
     # torch path's matmuls / convolutions into 16-bit ones (the backward, run outside autocast, would then see
-    # other weights than the forward used)
+    # other weights than the forward used); ``mlp_lowp``: the MLP alone in the (16-bit) input dtype, forward and
+    # backward alike
     with torch.autocast(feat.device.type, enabled=False):
-        *_, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
-        wt = _pairs_wt(mlp_out, out_channels, contiguous=backend in _APPLY)
+        mdt = _mlp_dtype(w2, cdt, mlp_lowp)
+        mod = _host(backend, feat, cdt, tb, oh, ow)
+        if mod is not None:                  # the MLP writes the host kernel's layout: no weight reorder copies
+            perm, _ = _host_perm(c, out_channels, kernel_size, feat.device)
+            *_, mlp_out = _mlp(scale, tb, w1, b1, w2[perm], b2[perm], mdt)
+            wk = mlp_out.to(cdt).view(-1, out_channels, kernel_size * kernel_size, c)
+            return _host_apply(mod, feat, wk, tb, kernel_size, oh, ow).to(feat.dtype)
+        *_, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, mdt)
+        wt = _pairs_wt(mlp_out.to(cdt), out_channels, contiguous=backend in _APPLY)
         apply = _APPLY.get(backend, (_torch_apply, None))[0]
         return apply(feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
 
 
 @_meta_op.register_fake
-def _(feat, scale, w1, b1, w2, b2, out_channels, kernel_size, backend):
+def _(feat, scale, w1, b1, w2, b2, out_channels, kernel_size, backend, mlp_lowp=False):
     oh, ow = meta_out_size(feat.shape[2], feat.shape[3], scale)
     return feat.new_empty((feat.shape[0], out_channels, oh, ow))
 
@@ -587,19 +605,35 @@ def _(feat, scale, w1, b1, w2, b2, out_channels, kernel_size, backend):
 @torch.library.custom_op("vsr_engine::meta_upscale_backward", mutates_args=())
 def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor,
                  w2: torch.Tensor, b2: torch.Tensor, out_channels: int, kernel_size: int, need: list[bool],
-                 backend: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 backend: str, mlp_lowp: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                        torch.Tensor]:
     """Gradients for (feat, w1, b1, w2, b2); empty where ``need`` is False."""
     grad, feat = grad.contiguous(), feat.contiguous()
     n, c, h, w = feat.shape
     tb = _tables(h, w, scale, feat.device)
     cdt = acc_dtype(feat.dtype)
     with torch.autocast(feat.device.type, enabled=False):      # as the forward: everything in cdt
-        inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, cdt)
-        wt = _pairs_wt(mlp_out, out_channels, contiguous=backend in _APPLY)
+        mdt = _mlp_dtype(w2, cdt, mlp_lowp)
         need_wt = any(need[1:])
-        bwd = _APPLY.get(backend, (None, _torch_apply_bwd))[1]
-        g_feat, g_wt = bwd(grad, feat, wt, tb, kernel_size, need[0], need_wt)
-        gw = _mlp_backward(g_wt, inp, z1, hid, w1, w2, need) if need_wt else (None,) * 4
+        mod = _host(backend, feat, cdt, tb, grad.shape[2], grad.shape[3])
+        if mod is not None:                  # as the forward: the MLP in the kernel's layout, its grads put back
+            perm, inv = _host_perm(c, out_channels, kernel_size, feat.device)
+            w2p = w2[perm]
+            inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2p, b2[perm], mdt)
+            wk = mlp_out.to(cdt).view(-1, out_channels, kernel_size * kernel_size, c)
+            g_feat, g_wk = _host_apply_bwd(mod, grad, feat, wk, tb, kernel_size, need[0], need_wt)
+            gw = (None,) * 4
+            if need_wt:
+                gw1, gb1, gw2, gb2 = _mlp_backward(g_wk.view(g_wk.shape[0], -1).to(mdt), inp, z1, hid, w1, w2p, need)
+                gw = (gw1, gb1, gw2[inv] if gw2 is not None else None, gb2[inv] if gb2 is not None else None)
+        else:
+            inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, mdt)
+            wt = _pairs_wt(mlp_out.to(cdt), out_channels, contiguous=backend in _APPLY)
+            bwd = _APPLY.get(backend, (None, _torch_apply_bwd))[1]
+            g_feat, g_wt = bwd(grad, feat, wt, tb, kernel_size, need[0], need_wt)
+            # (pairs, O, K) -> the MLP's output order K * O + o
+            gw = (_mlp_backward(g_wt.transpose(1, 2).reshape(g_wt.shape[0], -1).to(mdt), inp, z1, hid, w1, w2, need)
+                  if need_wt else (None,) * 4)
     outs = [g_feat] + list(gw)
     refs = (feat, w1, b1, w2, b2)
     return tuple(g.to(r.dtype) if (want and g is not None) else feat.new_empty(0)
@@ -607,12 +641,12 @@ def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch
 
 
 @_meta_bwd_op.register_fake
-def _(grad, feat, scale, w1, b1, w2, b2, out_channels, kernel_size, need, backend):
+def _(grad, feat, scale, w1, b1, w2, b2, out_channels, kernel_size, need, backend, mlp_lowp=False):
     return tuple(r.new_empty(r.shape) if want else feat.new_empty(0) for r, want in zip((feat, w1, b1, w2, b2), need))
 
 
 def _setup_context(ctx, inputs, output):
-    feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, ctx.backend = inputs
+    feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, ctx.backend, ctx.mlp_lowp = inputs
     ctx.save_for_backward(feat, w1, b1, w2, b2)
 
 
@@ -620,9 +654,9 @@ def _backward(ctx, grad):
     feat, w1, b1, w2, b2 = ctx.saved_tensors
     nig = ctx.needs_input_grad
     need = [bool(nig[0]), bool(nig[2]), bool(nig[3]), bool(nig[4]), bool(nig[5])]
-    g = _meta_bwd_op(grad, feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, need, ctx.backend)
+    g = _meta_bwd_op(grad, feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, need, ctx.backend, ctx.mlp_lowp)
     gf, gw1, gb1, gw2, gb2 = (t if want else None for t, want in zip(g, need))
-    return gf, None, gw1, gb1, gw2, gb2, None, None, None
+    return gf, None, gw1, gb1, gw2, gb2, None, None, None, None
 
 
 _meta_op.register_autograd(_backward, setup_context=_setup_context)
@@ -630,10 +664,15 @@ _meta_op.register_autograd(_backward, setup_context=_setup_context)
 
 # ============================================================================================ public
 def meta_upscale(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                 b2: torch.Tensor, out_channels: int = 3, kernel_size: int = 3) -> torch.Tensor:
-    """Meta-Upscale of ``feat`` (N, C, H, W) by ``scale`` -> (N, out_channels, int(scale*H), int(scale*W))."""
+                 b2: torch.Tensor, out_channels: int = 3, kernel_size: int = 3, mlp_lowp: bool = False) -> torch.Tensor:
+    """Meta-Upscale of ``feat`` (N, C, H, W) by ``scale`` -> (N, out_channels, int(scale*H), int(scale*W)).
+
+    The op computes in fp32 (fp64 for fp64 input) whatever the input dtype; ``mlp_lowp=True`` runs the weight MLP
+    alone in its 16-bit parameters' dtype (fp32 accumulation, as an autocast ``nn.Linear``), forward and backward
+    alike:
+    the CPU training plan's choice, where the MLP over every offset pair is a fixed cost per call."""
     scale = float(scale)
     feat, w1, b1, w2, b2 = autocast_inputs(feat, w1, b1, w2, b2)
     _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size)
     return _meta_op(feat, scale, w1, b1, w2, b2, int(out_channels), int(kernel_size),
-                    pick("meta_upscale", feat))
+                    pick("meta_upscale", feat), bool(mlp_lowp))

@@ -36,6 +36,9 @@ def _precision(args, device: torch.device, *models):
         if plan()["dtype"] == torch.bfloat16:
             for m in models:
                 m.to(memory_format=torch.channels_last)
+                for sub in m.modules():          # Meta-Upscale heads: their weight MLP in bf16 too (a fixed cost
+                    if hasattr(sub, "mlp_lowp"):  # per call over every offset pair; fp32 in the op otherwise)
+                        sub.mlp_lowp = True
             print("precision: " + str(plan()["why"]), file=sys.stderr)
             return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext
