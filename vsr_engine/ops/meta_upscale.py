@@ -149,6 +149,20 @@ def _pairs_wt(mlp_out: torch.Tensor, o: int, contiguous: bool = True) -> torch.T
     return wt.contiguous() if contiguous else wt
 
 
+def _pair_weights(scale, tb, w1, b1, w2, b2, mdt, cdt, o, k, c, host: bool, contiguous: bool):
+    """The MLP in mdt, its per-pair weights in cdt: on the host path (pairs, O, k*k, C), written directly by the
+    last layer's rows permuted (``_host_perm``: no reorder copy); else (pairs, O, K) (``_pairs_wt``). Returns
+    ((inp, z1, hid, the w2 used, the inverse permutation or None), weights) -- the first part for ``_mlp_backward``."""
+    inv = None
+    if host:
+        perm, inv = _host_perm(c, o, k, w2.device)
+        w2, b2 = w2[perm], b2[perm]
+    inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, mdt)
+    wt = mlp_out.to(cdt)
+    wt = wt.view(-1, o, k * k, c) if host else _pairs_wt(wt, o, contiguous)
+    return (inp, z1, hid, w2, inv), wt
+
+
 def _mlp_backward(g_out, inp, z1, hid, w1, w2, need):
     """g_out (pairs, MLP outputs) -> grads of (w1, b1, w2, b2)."""
     gw2 = g_out.t() @ hid if need[3] else None
@@ -279,8 +293,8 @@ def _host_apply_bwd(mod, grad, feat, wk, tb, k, need_feat, need_wt):
 def _torch_apply(feat, wt, tb, k, oh, ow):
     """out[n, o, i, j] = sum_K wt[pair(i, j), o, K] * unfold(feat)[n, K, idx_h[i], idx_w[j]]: one convolution
     where it fits (``_conv_fits``: x2, x4), else per row class (on the CPU the op takes the host kernel before
-    this: ``_host``). (The order measured: DSCVSR training size, 10 x 64 x 40 x 40, one thread -- x4: convolution 0.011 s forward /
-    0.020 s backward, host kernel 0.039 / 0.080; x3.7: host 0.23 / 0.48, per class 1.29 / 3.0.)"""
+    this: ``_host``). (The order measured: DSCVSR training size, 10 x 64 x 40 x 40, one thread -- x4: convolution
+    0.011 s forward / 0.020 s backward, host kernel 0.039 / 0.080; x3.7: host 0.23 / 0.48, per class 1.29 / 3.0.)"""
     if _conv_fits(tb, feat.shape[2], feat.shape[3], oh, ow):
         return _conv_apply(feat, wt, tb, k, oh, ow)
     n, c, h, w = feat.shape
@@ -572,7 +586,8 @@ _APPLY = {"triton": (_triton_apply, _triton_apply_bwd), "cuda": (_cuda_apply, _c
 
 @torch.library.custom_op("vsr_engine::meta_upscale", mutates_args=())
 def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-             b2: torch.Tensor, out_channels: int, kernel_size: int, backend: str, mlp_lowp: bool = False) -> torch.Tensor:
+             b2: torch.Tensor, out_channels: int, kernel_size: int, backend: str,
+             mlp_lowp: bool = False) -> torch.Tensor:
     feat = feat.contiguous()
     n, c, h, w = feat.shape
     oh, ow = meta_out_size(h, w, scale)
@@ -580,18 +595,14 @@ def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tenso
     cdt = acc_dtype(feat.dtype)
     # the op computes in cdt on every backend: an autocast region around the call must not turn the MLP and the
     # torch path's matmuls / convolutions into 16-bit ones (the backward, run outside autocast, would then see
-    # other weights than the forward used); ``mlp_lowp``: the MLP alone in the (16-bit) input dtype, forward and
-    # backward alike
+    # other weights than the forward used); ``mlp_lowp``: the MLP alone in its 16-bit parameters' dtype, forward
+    # and backward alike
     with torch.autocast(feat.device.type, enabled=False):
-        mdt = _mlp_dtype(w2, cdt, mlp_lowp)
         mod = _host(backend, feat, cdt, tb, oh, ow)
-        if mod is not None:                  # the MLP writes the host kernel's layout: no weight reorder copies
-            perm, _ = _host_perm(c, out_channels, kernel_size, feat.device)
-            *_, mlp_out = _mlp(scale, tb, w1, b1, w2[perm], b2[perm], mdt)
-            wk = mlp_out.to(cdt).view(-1, out_channels, kernel_size * kernel_size, c)
-            return _host_apply(mod, feat, wk, tb, kernel_size, oh, ow).to(feat.dtype)
-        *_, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, mdt)
-        wt = _pairs_wt(mlp_out.to(cdt), out_channels, contiguous=backend in _APPLY)
+        _, wt = _pair_weights(scale, tb, w1, b1, w2, b2, _mlp_dtype(w2, cdt, mlp_lowp), cdt, out_channels,
+                              kernel_size, c, mod is not None, backend in _APPLY)
+        if mod is not None:
+            return _host_apply(mod, feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
         apply = _APPLY.get(backend, (_torch_apply, None))[0]
         return apply(feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
 
@@ -612,28 +623,25 @@ def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch
     n, c, h, w = feat.shape
     tb = _tables(h, w, scale, feat.device)
     cdt = acc_dtype(feat.dtype)
-    with torch.autocast(feat.device.type, enabled=False):      # as the forward: everything in cdt
+    with torch.autocast(feat.device.type, enabled=False):      # as the forward: the same weights, in cdt
         mdt = _mlp_dtype(w2, cdt, mlp_lowp)
         need_wt = any(need[1:])
         mod = _host(backend, feat, cdt, tb, grad.shape[2], grad.shape[3])
-        if mod is not None:                  # as the forward: the MLP in the kernel's layout, its grads put back
-            perm, inv = _host_perm(c, out_channels, kernel_size, feat.device)
-            w2p = w2[perm]
-            inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2p, b2[perm], mdt)
-            wk = mlp_out.to(cdt).view(-1, out_channels, kernel_size * kernel_size, c)
-            g_feat, g_wk = _host_apply_bwd(mod, grad, feat, wk, tb, kernel_size, need[0], need_wt)
-            gw = (None,) * 4
-            if need_wt:
-                gw1, gb1, gw2, gb2 = _mlp_backward(g_wk.view(g_wk.shape[0], -1).to(mdt), inp, z1, hid, w1, w2p, need)
-                gw = (gw1, gb1, gw2[inv] if gw2 is not None else None, gb2[inv] if gb2 is not None else None)
+        (inp, z1, hid, w2u, inv), wt = _pair_weights(scale, tb, w1, b1, w2, b2, mdt, cdt, out_channels, kernel_size,
+                                                     c, mod is not None, backend in _APPLY)
+        if mod is not None:
+            g_feat, g_wt = _host_apply_bwd(mod, grad, feat, wt, tb, kernel_size, need[0], need_wt)
         else:
-            inp, z1, hid, mlp_out = _mlp(scale, tb, w1, b1, w2, b2, mdt)
-            wt = _pairs_wt(mlp_out.to(cdt), out_channels, contiguous=backend in _APPLY)
             bwd = _APPLY.get(backend, (None, _torch_apply_bwd))[1]
             g_feat, g_wt = bwd(grad, feat, wt, tb, kernel_size, need[0], need_wt)
-            # (pairs, O, K) -> the MLP's output order K * O + o
-            gw = (_mlp_backward(g_wt.transpose(1, 2).reshape(g_wt.shape[0], -1).to(mdt), inp, z1, hid, w1, w2, need)
-                  if need_wt else (None,) * 4)
+        gw = (None,) * 4
+        if need_wt:   # to the MLP's output order: the host layout is w2u's rows; (pairs, O, K) -> K * O + o
+            g_out = g_wt.reshape(g_wt.shape[0], -1) if mod is not None else \
+                g_wt.transpose(1, 2).reshape(g_wt.shape[0], -1)
+            gw1, gb1, gw2, gb2 = _mlp_backward(g_out.to(mdt), inp, z1, hid, w1, w2u, need)
+            if inv is not None:   # the permuted last layer's gradients back to w2 / b2's row order
+                gw2, gb2 = (g[inv] if g is not None else None for g in (gw2, gb2))
+            gw = (gw1, gb1, gw2, gb2)
     outs = [g_feat] + list(gw)
     refs = (feat, w1, b1, w2, b2)
     return tuple(g.to(r.dtype) if (want and g is not None) else feat.new_empty(0)
