@@ -258,3 +258,35 @@ def test_mlp_lowp_backward_uses_the_forwards_bf16_mlp(path, monkeypatch):
     for name, a, b in zip(("feat", "w1", "b1", "w2", "b2"), got, want):
         torch.testing.assert_close(a.float(), b.float(), rtol=3e-2, atol=3e-2 * float(b.abs().max()), msg=name)
     assert not torch.equal(_meta_op(x, scale, *ps, 3, 3, "torch", False), out)
+
+
+@pytest.mark.parametrize("path", ["conv", "host", "per_class"])
+@pytest.mark.parametrize("lowp", [False, True], ids=["fp32", "mlp_lowp"])
+def test_backward_reuses_the_forwards_pair_weights(path, lowp, monkeypatch):
+    """With gradients to come, ``meta_upscale`` hands its per-pair weights and MLP activations to the backward, so
+    the MLP runs once per forward + backward (not twice); the gradients are the same bits as the op recomputing
+    them (``_meta_op`` called directly never hands them over)."""
+    _force_path(path, monkeypatch)
+    calls = []
+    real = MU._pair_weights
+    monkeypatch.setattr(MU, "_pair_weights", lambda *a, **k: calls.append(1) or real(*a, **k))
+    feat, w1, b1, w2, b2 = inputs(2, 4, 5, 6, 3, 3, hidden=16, seed=7)
+    dt = torch.bfloat16 if lowp else torch.float32
+    runs = []
+    for via_wrapper in (True, False):
+        calls.clear()
+        x = feat.clone().requires_grad_()
+        ps = [p.to(dt).requires_grad_() for p in (w1, b1, w2, b2)]
+        with use_backend("torch"):      # (under the Triton interpreter the wrapper would pick triton)
+            out = (meta_upscale(x, 2.5, *ps, mlp_lowp=lowp) if via_wrapper
+                   else _meta_op(x, 2.5, *ps, 3, 3, "torch", lowp))
+        grads = torch.autograd.grad(out, [x] + ps, torch.ones_like(out))
+        runs.append((out, grads, len(calls)))
+    assert runs[0][2] == 1 and runs[1][2] == 2, (runs[0][2], runs[1][2])
+    assert torch.equal(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+    assert MU._local.stash is None        # nothing left behind after the call
+    with torch.no_grad(), use_backend("torch"):      # no gradients to come: nothing handed over
+        meta_upscale(feat, 2.5, *[p.to(dt).requires_grad_() for p in (w1, b1, w2, b2)], mlp_lowp=lowp)
+    assert MU._local.stash is None

@@ -22,8 +22,9 @@ definition, for tests; the op's torch path is the per-pair one).
 from __future__ import annotations
 
 import math
+import threading
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -238,6 +239,7 @@ def _host(backend, feat, cdt, tb, oh, ow):
 
 
 _PERM: Dict[tuple, tuple] = {}
+_local = threading.local()     # keep / stash: the forward's per-pair weights handed to its backward (``meta_upscale``)
 
 
 def _host_perm(c, o, k, device):
@@ -599,8 +601,10 @@ def _meta_op(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tenso
     # and backward alike
     with torch.autocast(feat.device.type, enabled=False):
         mod = _host(backend, feat, cdt, tb, oh, ow)
-        _, wt = _pair_weights(scale, tb, w1, b1, w2, b2, _mlp_dtype(w2, cdt, mlp_lowp), cdt, out_channels,
-                              kernel_size, c, mod is not None, backend in _APPLY)
+        (inp, z1, hid, _, _), wt = _pair_weights(scale, tb, w1, b1, w2, b2, _mlp_dtype(w2, cdt, mlp_lowp), cdt,
+                                                 out_channels, kernel_size, c, mod is not None, backend in _APPLY)
+        if getattr(_local, "keep", False):     # for this call's backward (``_setup_context``): no MLP recompute
+            _local.stash = (_call_key(feat, scale, w1, b1, w2, b2), (wt, z1, hid))
         if mod is not None:
             return _host_apply(mod, feat, wt, tb, kernel_size, oh, ow).to(feat.dtype)
         apply = _APPLY.get(backend, (_torch_apply, None))[0]
@@ -616,9 +620,11 @@ def _(feat, scale, w1, b1, w2, b2, out_channels, kernel_size, backend, mlp_lowp=
 @torch.library.custom_op("vsr_engine::meta_upscale_backward", mutates_args=())
 def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.Tensor,
                  w2: torch.Tensor, b2: torch.Tensor, out_channels: int, kernel_size: int, need: list[bool],
-                 backend: str, mlp_lowp: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                        torch.Tensor]:
-    """Gradients for (feat, w1, b1, w2, b2); empty where ``need`` is False."""
+                 backend: str, mlp_lowp: bool = False, wt_saved: Optional[torch.Tensor] = None,
+                 z1_saved: Optional[torch.Tensor] = None, hid_saved: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for (feat, w1, b1, w2, b2); empty where ``need`` is False. ``*_saved``: the forward's per-pair
+    weights and MLP activations (else the MLP is recomputed: the same values)."""
     grad, feat = grad.contiguous(), feat.contiguous()
     n, c, h, w = feat.shape
     tb = _tables(h, w, scale, feat.device)
@@ -627,8 +633,15 @@ def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch
         mdt = _mlp_dtype(w2, cdt, mlp_lowp)
         need_wt = any(need[1:])
         mod = _host(backend, feat, cdt, tb, grad.shape[2], grad.shape[3])
-        (inp, z1, hid, w2u, inv), wt = _pair_weights(scale, tb, w1, b1, w2, b2, mdt, cdt, out_channels, kernel_size,
-                                                     c, mod is not None, backend in _APPLY)
+        if wt_saved is not None:
+            wt, z1, hid, w2u, inv = wt_saved, z1_saved, hid_saved, w2, None
+            inp = _mlp_input(scale, tb["off_h"], tb["off_w"], mdt)
+            if mod is not None:
+                perm, inv = _host_perm(c, out_channels, kernel_size, w2.device)
+                w2u = w2[perm]
+        else:
+            (inp, z1, hid, w2u, inv), wt = _pair_weights(scale, tb, w1, b1, w2, b2, mdt, cdt, out_channels,
+                                                         kernel_size, c, mod is not None, backend in _APPLY)
         if mod is not None:
             g_feat, g_wt = _host_apply_bwd(mod, grad, feat, wt, tb, kernel_size, need[0], need_wt)
         else:
@@ -649,20 +662,30 @@ def _meta_bwd_op(grad: torch.Tensor, feat: torch.Tensor, scale: float, w1: torch
 
 
 @_meta_bwd_op.register_fake
-def _(grad, feat, scale, w1, b1, w2, b2, out_channels, kernel_size, need, backend, mlp_lowp=False):
+def _(grad, feat, scale, w1, b1, w2, b2, out_channels, kernel_size, need, backend, mlp_lowp=False, wt_saved=None,
+      z1_saved=None, hid_saved=None):
     return tuple(r.new_empty(r.shape) if want else feat.new_empty(0) for r, want in zip((feat, w1, b1, w2, b2), need))
+
+
+def _call_key(feat, scale, w1, b1, w2, b2):
+    return (tuple(feat.shape), feat.dtype, scale) + tuple((t.data_ptr(), t._version, t.dtype) for t in (w1, b1, w2, b2))
 
 
 def _setup_context(ctx, inputs, output):
     feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, ctx.backend, ctx.mlp_lowp = inputs
-    ctx.save_for_backward(feat, w1, b1, w2, b2)
+    stash, _local.stash = getattr(_local, "stash", None), None
+    saved = stash[1] if stash is not None and stash[0] == _call_key(feat, ctx.scale, w1, b1, w2, b2) else (None,) * 3
+    ctx.n_saved = sum(t is not None for t in saved)
+    ctx.save_for_backward(feat, w1, b1, w2, b2, *(t for t in saved if t is not None))
 
 
 def _backward(ctx, grad):
-    feat, w1, b1, w2, b2 = ctx.saved_tensors
+    feat, w1, b1, w2, b2, *saved = ctx.saved_tensors
     nig = ctx.needs_input_grad
     need = [bool(nig[0]), bool(nig[2]), bool(nig[3]), bool(nig[4]), bool(nig[5])]
-    g = _meta_bwd_op(grad, feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, need, ctx.backend, ctx.mlp_lowp)
+    wt, z1, hid = saved if len(saved) == 3 else (None, None, None)
+    g = _meta_bwd_op(grad, feat, ctx.scale, w1, b1, w2, b2, ctx.o, ctx.k, need, ctx.backend, ctx.mlp_lowp, wt, z1,
+                     hid)
     gf, gw1, gb1, gw2, gb2 = (t if want else None for t, want in zip(g, need))
     return gf, None, gw1, gb1, gw2, gb2, None, None, None, None
 
@@ -682,5 +705,13 @@ def meta_upscale(feat: torch.Tensor, scale: float, w1: torch.Tensor, b1: torch.T
     scale = float(scale)
     feat, w1, b1, w2, b2 = autocast_inputs(feat, w1, b1, w2, b2)
     _check(feat, scale, w1, b1, w2, b2, out_channels, kernel_size)
-    return _meta_op(feat, scale, w1, b1, w2, b2, int(out_channels), int(kernel_size),
-                    pick("meta_upscale", feat), bool(mlp_lowp))
+    # with gradients to come, the forward hands its per-pair weights and MLP activations to the backward (the MLP
+    # over every offset pair is then computed once per call, not twice); not under torch.compile (recomputed there)
+    _local.keep = (torch.is_grad_enabled() and any(t.requires_grad for t in (feat, w1, b1, w2, b2))
+                   and not torch.compiler.is_compiling())
+    try:
+        return _meta_op(feat, scale, w1, b1, w2, b2, int(out_channels), int(kernel_size),
+                        pick("meta_upscale", feat), bool(mlp_lowp))
+    finally:
+        _local.keep = False
+        _local.stash = None

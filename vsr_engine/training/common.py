@@ -2,6 +2,7 @@
 safetensors export and the loss-curve plot."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,6 @@ def _precision(args, device: torch.device, *models):
     """The training precision: ``--precision auto`` on a CPU is the CPU plan (``vsr_engine.cpu_plan``): bf16
     autocast where the CPU has bf16 hardware, with fp32 master weights, optimizer state and losses, and the models'
     weights in channels-last; ``fp32`` (and any CUDA device) trains as before. Returns the autocast context."""
-    import contextlib
     mode = getattr(args, "precision", "fp32")
     if mode == "auto" and device.type == "cpu":
         from ..cpu_plan import plan
@@ -40,8 +40,16 @@ def _precision(args, device: torch.device, *models):
                     if hasattr(sub, "mlp_lowp"):  # per call over every offset pair; fp32 in the op otherwise)
                         sub.mlp_lowp = True
             print("precision: " + str(plan()["why"]), file=sys.stderr)
-            return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+            return _bf16_step
     return contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def _bf16_step():
+    """The CPU plan's autocast region, with the custom ops' weight casts made once per region (as autocast's own)."""
+    from ..ops._autocast import weight_cast_cache
+    with torch.autocast("cpu", dtype=torch.bfloat16), weight_cast_cache():
+        yield
 
 
 def plot_curve(rows: List[dict], path: str) -> None:
