@@ -274,12 +274,14 @@ class FastBasicVSR:
     costs ~0.4 dB there: bench/eval_fast_fidelity.py), none otherwise. ``compensated_blocks``: with the residual
     island, the last N residual blocks of each trunk add their second convolution's output to the fp32 stream at
     ~16 bits instead of 8 (a second oneDNN pass gives the bf16 rounding's residual: :func:`conv_residue`); default
-    ``COMPENSATED_BLOCKS`` for bf16 with the residual island, else 0.
+    ``COMPENSATED_BLOCKS`` for bf16 with the residual island, else 0. ``master``: the same model with its fp32
+    weights, where ``core`` was already cast to the run's dtype (the Engine casts its module first): the fast step's
+    weights (tap-sum bf16 casts, fp32 islands) are made from it; default ``core``.
     """
 
     def __init__(self, core, dtype: torch.dtype = torch.float16, flow_dtype: Optional[torch.dtype] = None,
                  graphs: Optional[bool] = None, fp32_islands: Optional[Sequence[str]] = None, cleaner=None,
-                 compensated_blocks: Optional[int] = None):
+                 compensated_blocks: Optional[int] = None, master=None):
         if not supported(core):
             raise TypeError(f"FastBasicVSR: {type(core).__name__} is not a BasicVSR-style model")
         from .models.basicvsr import BasicVSR
@@ -289,6 +291,9 @@ class FastBasicVSR:
         self.flow_dtype = flow_dtype or next(core.spynet.parameters()).dtype
         self.num_feat = core.num_feat
         self.core = core
+        src = core if master is None else master  # the weights' source (fp32 where the caller has them)
+        if master is not None and (type(master) is not type(core) or master.num_feat != core.num_feat):
+            raise TypeError(f"FastBasicVSR: master is a {type(master).__name__}, core a {type(core).__name__}")
         if fp32_islands is None:
             fp32_islands = ("residual", "output") if dtype == torch.bfloat16 else ()
         bad = set(fp32_islands) - {"residual", "output"}
@@ -298,8 +303,8 @@ class FastBasicVSR:
         self.feat_dtype = torch.float32 if "residual" in self.islands else dtype
         # the residual island includes each trunk's entry convolution (the propagated feature and the frame in, the
         # residual stream out): in 16 bits the recurrence re-rounds its own state there at every step
-        self.trunk_b = _Trunk(core.backward_trunk, core.num_feat, dtype, self.feat_dtype)
-        self.trunk_f = _Trunk(core.forward_trunk, core.num_feat, dtype, self.feat_dtype)
+        self.trunk_b = _Trunk(src.backward_trunk, src.num_feat, dtype, self.feat_dtype)
+        self.trunk_f = _Trunk(src.forward_trunk, src.num_feat, dtype, self.feat_dtype)
         nb = len(self.trunk_f.blocks)
         if compensated_blocks is None:
             compensated_blocks = COMPENSATED_BLOCKS if dtype == torch.bfloat16 and "residual" in self.islands else 0
@@ -313,16 +318,16 @@ class FastBasicVSR:
         self.lq_dtype = torch.float32 if self.islands else dtype
         self.own_upsample = type(core).upsample is BasicVSR.upsample
         if self.own_upsample:
-            self.fusion = _w(core.fusion, dtype)
-            self.upconv1 = _w(core.upconv1, dtype)
-            self.upconv2 = _w(core.upconv2, dtype)
-            self.conv_hr = _w(core.conv_hr, dtype)
-            self.conv_last = _w(core.conv_last, torch.float32 if "output" in self.islands else dtype)
+            self.fusion = _w(src.fusion, dtype)
+            self.upconv1 = _w(src.upconv1, dtype)
+            self.upconv2 = _w(src.upconv2, dtype)
+            self.conv_hr = _w(src.conv_hr, dtype)
+            self.conv_last = _w(src.conv_last, torch.float32 if "output" in self.islands else dtype)
         fdt = self.flow_dtype
         self.spy = [[_w(m, fdt, out_pad=(6 if i == 8 else 0)) for i, m in enumerate(bm.basic_module)
-                     if isinstance(m, nn.Conv2d)] for bm in core.spynet.basic_module]
-        self.spy_mean = core.spynet.mean.detach().to(fdt)
-        self.spy_std = core.spynet.std.detach().to(fdt)
+                     if isinstance(m, nn.Conv2d)] for bm in src.spynet.basic_module]
+        self.spy_mean = src.spynet.mean.detach().to(fdt)
+        self.spy_std = src.spynet.std.detach().to(fdt)
         g = _graphs_default(self.device) if graphs is None else bool(graphs)
         self.graphs = g
         self._step_b = GraphCache(lambda lq, feat, flow: self._trunk_step(self.trunk_b, lq, feat, flow), g)
