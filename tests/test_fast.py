@@ -207,3 +207,17 @@ def test_compensated_blocks_feed_the_fp32_stream_at_fp32():
         FastBasicVSR(m, torch.bfloat16, graphs=False, compensated_blocks=4)
     with pytest.raises(ValueError, match="residual fp32 island"):
         FastBasicVSR(m, torch.bfloat16, graphs=False, fp32_islands=("output",), compensated_blocks=1)
+
+
+def test_engine_fast_step_weights_come_from_fp32():
+    """The Engine casts its module to the run dtype in place; the fast step's bf16 weights (tap sums kept) and its
+    fp32 islands must still be made from the fp32 values, not from the already-rounded module."""
+    from vsr_engine.weight_cast import cast_weight
+    m = _model()
+    w1 = m.forward_trunk.main[2][0].conv1.weight.detach().clone()
+    w_in = m.forward_trunk.main[0].weight.detach().clone()
+    eng = Engine(m, device="cpu", dtype="bfloat16", fast=True)
+    assert next(eng.model.parameters()).dtype == torch.bfloat16          # the module itself runs in bf16
+    assert torch.equal(eng.fast.trunk_f.blocks[0][0], cast_weight(w1, torch.bfloat16))
+    assert eng.fast.trunk_f.w_in.dtype == torch.float32
+    assert torch.equal(eng.fast.trunk_f.w_in[:, :16], w_in[:, 3:])       # fp32 island: unrounded entry weights
