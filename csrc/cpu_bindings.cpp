@@ -26,10 +26,10 @@ void meta_upscale(const std::string &what, py::dict d, uintptr_t a, uintptr_t b,
     meta_upscale_cpu(what, g, a, b, out, bits, threads);
 }
 
-void residual_cast(uintptr_t acc, uintptr_t y, uintptr_t x, int64_t n, int threads) {
+void residual_cast(uintptr_t acc, uintptr_t y, uintptr_t x, int64_t n, int threads, uintptr_t lo) {
     if (n < 0) throw std::invalid_argument("residual_cast_cpu: negative size");
     py::gil_scoped_release nogil;
-    residual_cast_cpu(acc, y, x, n, threads);
+    residual_cast_cpu(acc, y, lo, x, n, threads);
 }
 
 }  // namespace
@@ -39,5 +39,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("meta_upscale", &meta_upscale, py::arg("what"), py::arg("geom"), py::arg("a"), py::arg("b"), py::arg("out"),
           py::arg("bits"), py::arg("threads"));
     m.def("residual_cast", &residual_cast, py::arg("acc"), py::arg("y"), py::arg("x"), py::arg("n"),
-          py::arg("threads"));
+          py::arg("threads"), py::arg("lo") = 0);
 }

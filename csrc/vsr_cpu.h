@@ -35,5 +35,5 @@ struct MetaGeom {
 void meta_upscale_cpu(const std::string &what, const MetaGeom &g, uintptr_t a, uintptr_t b, uintptr_t out, int bits,
                       int threads);
 
-// residual_cast (csrc/residual_cast_cpu.cpp): acc += y; x = bf16(acc), n elements
-void residual_cast_cpu(uintptr_t acc, uintptr_t y, uintptr_t x, int64_t n, int threads);
+// residual_cast (csrc/residual_cast_cpu.cpp): acc += y (+ lo where lo != 0); x = bf16(acc), n elements
+void residual_cast_cpu(uintptr_t acc, uintptr_t y, uintptr_t lo, uintptr_t x, int64_t n, int threads);

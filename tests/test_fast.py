@@ -146,3 +146,78 @@ def test_gpu_graph_replay_equals_eager_and_model():
     torch.testing.assert_close(g2, g1, rtol=0, atol=0)  # a replay is the captured kernels again
     torch.testing.assert_close(g1, eager, rtol=1e-3, atol=1e-3)
     assert (eager - ref).abs().max().item() < 0.05
+
+
+def _bf16_conv_operands(seed=0, c=32, h=11, w=14):
+    g = torch.Generator().manual_seed(seed)
+    cl = torch.channels_last
+    x = torch.randn(1, c, h, w, generator=g).relu().to(torch.bfloat16).contiguous(memory_format=cl)
+    wt = (torch.randn(c, c, 3, 3, generator=g) * 0.06).to(torch.bfloat16).contiguous(memory_format=cl)
+    b = (torch.randn(c, generator=g) * 0.1).to(torch.bfloat16)
+    return x, wt, b
+
+
+def test_conv_residue_gives_the_fp32_convolution_of_bf16_operands(epilogues):
+    import torch.nn.functional as F
+
+    from vsr_engine.fast import conv_act, conv_residue
+    x, wt, b = _bf16_conv_operands()
+    ref = F.conv2d(x.double(), wt.double(), b.double(), 1, 1)
+    y = conv_act(x, wt, b, "none", 1)
+    r = conv_residue(x, wt, b, y)
+    assert r.dtype == torch.bfloat16 and r.is_contiguous(memory_format=torch.channels_last)
+    scale = ref.abs().max()
+    err_hi = (y.double() - ref).abs().max() / scale
+    err_comp = (y.double() + r.double() - ref).abs().max() / scale
+    assert err_hi > 2 ** -12                     # bf16 output: ~2^-9 of the largest value
+    assert err_comp < 2 ** -15 and err_comp < err_hi / 50
+
+
+def test_compensated_blocks_feed_the_fp32_stream_at_fp32():
+    """The CPU plan's bf16 trunk with every block compensated matches an fp32 emulation in which only the block inputs
+    and the between-conv activations are bf16 (the conv2 outputs exact); without the second pass it does not.
+    (oneDNN only: the CUDA composition rounds the between-conv activation twice, conv then bias, so it differs.)"""
+    import torch.nn.functional as F
+
+    import vsr_engine.fast as fast_mod
+    if not fast_mod.CPU_FUSED:
+        pytest.skip("no oneDNN in this torch build")
+    m = _model(num_feat=32, num_block=3)
+    lq = torch.rand(1, 3, 12, 15, generator=torch.Generator().manual_seed(2))
+    fast = FastBasicVSR(m, torch.bfloat16, graphs=False, compensated_blocks=3)
+    plain = FastBasicVSR(m, torch.bfloat16, graphs=False, compensated_blocks=0)
+    assert fast.trunk_f.compensated == frozenset({0, 1, 2}) and not plain.trunk_f.compensated
+    tw = fast.trunk_f
+    buf = torch.zeros(1, tw.cin, 12, 15)
+    buf[:, fast.num_feat:fast.num_feat + 3] = lq
+    with torch.no_grad():
+        acc = F.leaky_relu(F.conv2d(buf, tw.w_in.float(), tw.b_in.float(), 1, 1), 0.1)
+        for w1, b1, w2, b2 in tw.blocks:
+            x = acc.to(torch.bfloat16).float()
+            mid = F.relu(F.conv2d(x, w1.float(), b1.float(), 1, 1)).to(torch.bfloat16).float()
+            acc = acc + F.conv2d(mid, w2.float(), b2.float(), 1, 1)
+        got = fast.step(lq, None, None, backward=False).float()
+        got_plain = plain.step(lq, None, None, backward=False).float()
+    err = (got - acc).abs().mean() / acc.abs().mean()
+    err_plain = (got_plain - acc).abs().mean() / acc.abs().mean()
+    print(f"compensated {err:.2e}, plain {err_plain:.2e}")
+    assert err_plain > 3e-4
+    assert err < err_plain / 20
+    with pytest.raises(ValueError, match="compensated_blocks"):
+        FastBasicVSR(m, torch.bfloat16, graphs=False, compensated_blocks=4)
+    with pytest.raises(ValueError, match="residual fp32 island"):
+        FastBasicVSR(m, torch.bfloat16, graphs=False, fp32_islands=("output",), compensated_blocks=1)
+
+
+def test_engine_fast_step_weights_come_from_fp32():
+    """The Engine casts its module to the run dtype in place; the fast step's bf16 weights (tap sums kept) and its
+    fp32 islands must still be made from the fp32 values, not from the already-rounded module."""
+    from vsr_engine.weight_cast import cast_weight
+    m = _model()
+    w1 = m.forward_trunk.main[2][0].conv1.weight.detach().clone()
+    w_in = m.forward_trunk.main[0].weight.detach().clone()
+    eng = Engine(m, device="cpu", dtype="bfloat16", fast=True)
+    assert next(eng.model.parameters()).dtype == torch.bfloat16          # the module itself runs in bf16
+    assert torch.equal(eng.fast.trunk_f.blocks[0][0], cast_weight(w1, torch.bfloat16))
+    assert eng.fast.trunk_f.w_in.dtype == torch.float32
+    assert torch.equal(eng.fast.trunk_f.w_in[:, :16], w_in[:, 3:])       # fp32 island: unrounded entry weights

@@ -36,6 +36,7 @@ Resume
 """
 from __future__ import annotations
 
+import copy
 import os
 import queue
 import threading
@@ -115,7 +116,7 @@ def _fast_default(device: torch.device, dtype: torch.dtype, auto: bool) -> bool:
 
 
 def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bool], auto: bool = False,
-               cleaner=None):
+               cleaner=None, master=None):
     """The FastBasicVSR serving ``core`` in this Engine, or None (see Engine's ``fast``)."""
     from . import fast as _fast
     if fast is False or not _fast.supported(core):
@@ -124,7 +125,7 @@ def _fast_step(core, device: torch.device, dtype: torch.dtype, fast: Optional[bo
         return None
     if fast is None and not _fast_default(device, dtype, auto):
         return None
-    return _fast.FastBasicVSR(core, dtype, cleaner=cleaner)
+    return _fast.FastBasicVSR(core, dtype, cleaner=cleaner, master=master)
 
 
 class Engine:
@@ -187,6 +188,10 @@ class Engine:
                      and mode != "blackbox" and _fast.supported(core0)
                      and (fast or _fast_default(self.device, self.dtype, self._auto_dtype)))
         self.spynet_fp32 = (not fast_half) if spynet_fp32 is None else bool(spynet_fp32)
+        # the fast step makes its own weights (bf16 casts that keep each kernel's tap sum, fp32 islands) from the
+        # fp32 values: a copy of the core before the module is cast to the run dtype below (in place)
+        master = (copy.deepcopy(core0).to(self.device) if fast_half and next(core0.parameters()).dtype == torch.float32
+                  else None)
         self.model = keep_fp32(self.model.eval().to(self.device), self.dtype, self.spynet_fp32)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -200,7 +205,7 @@ class Engine:
                                 "black box")
         self.fast = None  # vsr_engine.fast.FastBasicVSR when the fast step serves this model (see ``fast``)
         if core is not None and mode != "blackbox":
-            self.fast = _fast_step(core, self.device, self.dtype, fast, self._auto_dtype, cleaner)
+            self.fast = _fast_step(core, self.device, self.dtype, fast, self._auto_dtype, cleaner, master)
             self._proc = SplitBidirectional(core, cleaner, fast=self.fast)
             self.mode = "split"
         elif is_sliding(self.model) and mode != "blackbox":

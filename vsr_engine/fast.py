@@ -67,6 +67,8 @@ def _mkldnn_ok() -> bool:
 CPU_FUSED = _mkldnn_ok()
 _ACT_SCALARS = {"none": [], "relu": [], "lrelu": [0.1]}
 _ACT_NAME = {"none": "none", "relu": "relu", "lrelu": "leaky_relu"}
+# bf16 plan: residual blocks per trunk (the last ones) whose output is compensated (FastBasicVSR compensated_blocks)
+COMPENSATED_BLOCKS = 0
 
 
 def conv(x: torch.Tensor, w: torch.Tensor, pad: int) -> torch.Tensor:
@@ -98,6 +100,17 @@ def conv_residual(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, z: torch.Te
                                                           None, [], ""))
     y = conv(x, w, 1)
     return bias_act(y, b, "none", z=z, out=z)
+
+
+def conv_residue(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Tensor, pad: int = 1) -> torch.Tensor:
+    """conv(x) + b - y rounded once to ``y``'s dtype: with ``y`` = conv(x) + b rounded to 16 bits, the rounding's
+    residual, so ``y.float() + residue.float()`` is the convolution's fp32-accumulated output to ~16 bits (torch's
+    oneDNN entry points give 16-bit outputs only). CPU: one oneDNN call (the binary post-op subtracts ``y`` in the
+    fp32 epilogue); elsewhere the fp32 convolution of the same 16-bit operands."""
+    if not x.is_cuda and CPU_FUSED and x.dtype == torch.bfloat16:
+        return _cl(torch.ops.mkldnn._convolution_pointwise(x, y, w, b, [pad, pad], [1, 1], [1, 1], 1, "sub", None,
+                                                          None, [], ""))
+    return _cl((F.conv2d(x.float(), w.float(), b.float(), 1, pad) - y.float()).to(y.dtype))
 
 
 def conv_shuffle_lrelu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -212,6 +225,7 @@ class _Trunk:
         self.w_in = wp.contiguous(memory_format=CL)
         self.b_in = first.bias.detach().to(entry_dtype)
         self.blocks = _residual_blocks(trunk.main[2], dtype)
+        self.compensated = frozenset()  # blocks whose output is compensated (FastBasicVSR's compensated_blocks)
 
 
 def _residual_blocks(blocks: nn.Module, dtype: torch.dtype):
@@ -257,11 +271,17 @@ class FastBasicVSR:
     ``graphs``: CUDA graphs (default on CUDA unless ``VSR_ENGINE_CUDA_GRAPHS=0``). ``fp32_islands``: parts kept in
     fp32 around 16-bit convolutions -- ``"residual"`` (each trunk's residual stream and the propagated feature)
     and ``"output"`` (the last convolution and the bilinear base); default both for bf16 (its 8-bit mantissa
-    costs ~0.4 dB there: bench/eval_fast_fidelity.py), none otherwise.
+    costs ~0.4 dB there: bench/eval_fast_fidelity.py), none otherwise. ``compensated_blocks``: with the residual
+    island, the last N residual blocks of each trunk add their second convolution's output to the fp32 stream at
+    ~16 bits instead of 8 (a second oneDNN pass gives the bf16 rounding's residual: :func:`conv_residue`); default
+    ``COMPENSATED_BLOCKS`` for bf16 with the residual island, else 0. ``master``: the same model with its fp32
+    weights, where ``core`` was already cast to the run's dtype (the Engine casts its module first): the fast step's
+    weights (tap-sum bf16 casts, fp32 islands) are made from it; default ``core``.
     """
 
     def __init__(self, core, dtype: torch.dtype = torch.float16, flow_dtype: Optional[torch.dtype] = None,
-                 graphs: Optional[bool] = None, fp32_islands: Optional[Sequence[str]] = None, cleaner=None):
+                 graphs: Optional[bool] = None, fp32_islands: Optional[Sequence[str]] = None, cleaner=None,
+                 compensated_blocks: Optional[int] = None, master=None):
         if not supported(core):
             raise TypeError(f"FastBasicVSR: {type(core).__name__} is not a BasicVSR-style model")
         from .models.basicvsr import BasicVSR
@@ -271,6 +291,9 @@ class FastBasicVSR:
         self.flow_dtype = flow_dtype or next(core.spynet.parameters()).dtype
         self.num_feat = core.num_feat
         self.core = core
+        src = core if master is None else master  # the weights' source (fp32 where the caller has them)
+        if master is not None and (type(master) is not type(core) or master.num_feat != core.num_feat):
+            raise TypeError(f"FastBasicVSR: master is a {type(master).__name__}, core a {type(core).__name__}")
         if fp32_islands is None:
             fp32_islands = ("residual", "output") if dtype == torch.bfloat16 else ()
         bad = set(fp32_islands) - {"residual", "output"}
@@ -280,22 +303,31 @@ class FastBasicVSR:
         self.feat_dtype = torch.float32 if "residual" in self.islands else dtype
         # the residual island includes each trunk's entry convolution (the propagated feature and the frame in, the
         # residual stream out): in 16 bits the recurrence re-rounds its own state there at every step
-        self.trunk_b = _Trunk(core.backward_trunk, core.num_feat, dtype, self.feat_dtype)
-        self.trunk_f = _Trunk(core.forward_trunk, core.num_feat, dtype, self.feat_dtype)
+        self.trunk_b = _Trunk(src.backward_trunk, src.num_feat, dtype, self.feat_dtype)
+        self.trunk_f = _Trunk(src.forward_trunk, src.num_feat, dtype, self.feat_dtype)
+        nb = len(self.trunk_f.blocks)
+        if compensated_blocks is None:
+            compensated_blocks = COMPENSATED_BLOCKS if dtype == torch.bfloat16 and "residual" in self.islands else 0
+        if not 0 <= int(compensated_blocks) <= nb:
+            raise ValueError(f"FastBasicVSR: compensated_blocks {compensated_blocks} not in 0 .. {nb}")
+        if compensated_blocks and "residual" not in self.islands:
+            raise ValueError("FastBasicVSR: compensated_blocks needs the residual fp32 island")
+        # indices of the blocks whose output enters the fp32 stream compensated (the last N of each trunk)
+        self.trunk_b.compensated = self.trunk_f.compensated = frozenset(range(nb - int(compensated_blocks), nb))
         # the frames as given to each part: fp32 where an island reads them (entry convolution, bilinear base)
         self.lq_dtype = torch.float32 if self.islands else dtype
         self.own_upsample = type(core).upsample is BasicVSR.upsample
         if self.own_upsample:
-            self.fusion = _w(core.fusion, dtype)
-            self.upconv1 = _w(core.upconv1, dtype)
-            self.upconv2 = _w(core.upconv2, dtype)
-            self.conv_hr = _w(core.conv_hr, dtype)
-            self.conv_last = _w(core.conv_last, torch.float32 if "output" in self.islands else dtype)
+            self.fusion = _w(src.fusion, dtype)
+            self.upconv1 = _w(src.upconv1, dtype)
+            self.upconv2 = _w(src.upconv2, dtype)
+            self.conv_hr = _w(src.conv_hr, dtype)
+            self.conv_last = _w(src.conv_last, torch.float32 if "output" in self.islands else dtype)
         fdt = self.flow_dtype
         self.spy = [[_w(m, fdt, out_pad=(6 if i == 8 else 0)) for i, m in enumerate(bm.basic_module)
-                     if isinstance(m, nn.Conv2d)] for bm in core.spynet.basic_module]
-        self.spy_mean = core.spynet.mean.detach().to(fdt)
-        self.spy_std = core.spynet.std.detach().to(fdt)
+                     if isinstance(m, nn.Conv2d)] for bm in src.spynet.basic_module]
+        self.spy_mean = src.spynet.mean.detach().to(fdt)
+        self.spy_std = src.spynet.std.detach().to(fdt)
         g = _graphs_default(self.device) if graphs is None else bool(graphs)
         self.graphs = g
         self._step_b = GraphCache(lambda lq, feat, flow: self._trunk_step(self.trunk_b, lq, feat, flow), g)
@@ -338,9 +370,11 @@ class FastBasicVSR:
             return x
         acc = x  # fp32 island: the residual stream (the blocks' convolutions in self.dtype)
         x = acc.to(self.dtype)
-        for w1, b1, w2, b2 in tw.blocks:
+        for i, (w1, b1, w2, b2) in enumerate(tw.blocks):
             # acc += block(x); x = acc in self.dtype: one pass on the CPU (ops/residual_cast.py), two in torch
-            x = residual_cast(acc, conv_act(conv_act(x, w1, b1, "relu", 1), w2, b2, "none", 1), self.dtype)
+            m = conv_act(x, w1, b1, "relu", 1)
+            y = conv_act(m, w2, b2, "none", 1)
+            x = residual_cast(acc, y, self.dtype, conv_residue(m, w2, b2, y) if i in tw.compensated else None)
         return acc
 
     def step(self, lq: torch.Tensor, feat: Optional[torch.Tensor], flow: Optional[torch.Tensor],

@@ -66,3 +66,21 @@ def test_falls_back_where_the_kernel_does_not_apply():
     a3 = acc.clone().contiguous(memory_format=torch.channels_last)  # layouts differ: the reference path
     x = residual_cast(a3, y)
     assert x.dtype == torch.bfloat16 and torch.equal(a3.nan_to_num(), a2.nan_to_num())
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
+def test_low_part_same_bits_as_torch(cl):
+    """With ``lo`` (a compensated block output y + lo): acc += (y + lo) summed in fp32 first, as the reference."""
+    acc, y = operands((1, 64, 9, 13), cl, seed=5)
+    g = torch.Generator().manual_seed(6)
+    lo = (torch.randn(acc.shape, generator=g) * 2 ** -9).to(torch.bfloat16)
+    lo = lo.contiguous(memory_format=torch.channels_last) if cl else lo
+    ref_acc, a = acc.clone(), acc.clone()
+    ref = residual_cast_ref(ref_acc, y, torch.bfloat16, lo)
+    x = residual_cast(a, y, torch.bfloat16, lo)
+    assert torch.equal(a.view(torch.int32), ref_acc.view(torch.int32))
+    nan = torch.isnan(ref)
+    assert torch.equal(x.view(torch.int16)[~nan], ref.view(torch.int16)[~nan])
+    no_lo = acc.clone()
+    residual_cast(no_lo, y)
+    assert not torch.equal(a.nan_to_num(), no_lo.nan_to_num())               # the low part was added
