@@ -329,3 +329,14 @@ def test_interrupt_then_resume_on_the_cpu_plan_equals_uninterrupted(tmp_path, mo
     from PIL import Image
     for n in names:
         assert (np.asarray(Image.open(out / n)) == np.asarray(Image.open(ref_out / n))).all(), n
+
+
+def test_engine_does_not_cast_the_callers_module():
+    """Engine(m, dtype=bf16) runs a cast copy: m keeps its fp32 weights, so a second Engine on m builds the same
+    fast step (it takes its tap-sum bf16 weights and fp32 islands from fp32 values)."""
+    m = tiny_basicvsr()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    eng = Engine(m, window=4, overlap=2, dtype="bfloat16")
+    assert next(eng.model.parameters()).dtype == torch.bfloat16
+    for k, v in m.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k

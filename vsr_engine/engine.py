@@ -192,6 +192,10 @@ class Engine:
         # fp32 values: a copy of the core before the module is cast to the run dtype below (in place)
         master = (copy.deepcopy(core0).to(self.device) if fast_half and next(core0.parameters()).dtype == torch.float32
                   else None)
+        if isinstance(model, nn.Module) and any(p.is_floating_point() and p.dtype != self.dtype
+                                                for p in model.parameters()):
+            # the caller's module is not cast in place: a second Engine on it must still see its fp32 weights
+            self.model = copy.deepcopy(self.model)
         self.model = keep_fp32(self.model.eval().to(self.device), self.dtype, self.spynet_fp32)
         for p in self.model.parameters():
             p.requires_grad_(False)
