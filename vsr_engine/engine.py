@@ -188,14 +188,18 @@ class Engine:
                      and mode != "blackbox" and _fast.supported(core0)
                      and (fast or _fast_default(self.device, self.dtype, self._auto_dtype)))
         self.spynet_fp32 = (not fast_half) if spynet_fp32 is None else bool(spynet_fp32)
-        # the fast step makes its own weights (bf16 casts that keep each kernel's tap sum, fp32 islands) from the
-        # fp32 values: a copy of the core before the module is cast to the run dtype below (in place)
-        master = (copy.deepcopy(core0).to(self.device) if fast_half and next(core0.parameters()).dtype == torch.float32
-                  else None)
-        if isinstance(model, nn.Module) and any(p.is_floating_point() and p.dtype != self.dtype
-                                                for p in model.parameters()):
-            # the caller's module is not cast in place: a second Engine on it must still see its fp32 weights
+        # the caller's module is not cast in place (a second Engine on it must still see its fp32 weights)
+        own_copy = isinstance(model, nn.Module) and any(p.is_floating_point() and p.dtype != self.dtype
+                                                        for p in model.parameters())
+        if own_copy:
             self.model = copy.deepcopy(self.model)
+        # the fast step makes its own weights (bf16 casts that keep each kernel's tap sum, fp32 islands) from the
+        # fp32 values, which the module cast below (in place) loses: the caller's untouched core where it is already
+        # on the device, else a copy taken before the cast
+        master = None
+        if fast_half and next(core0.parameters()).dtype == torch.float32:
+            on_device = next(core0.parameters()).device == self.device
+            master = core0 if own_copy and on_device else copy.deepcopy(core0).to(self.device)
         self.model = keep_fp32(self.model.eval().to(self.device), self.dtype, self.spynet_fp32)
         for p in self.model.parameters():
             p.requires_grad_(False)
