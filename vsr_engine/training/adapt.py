@@ -11,6 +11,12 @@ discriminator D_t (least-squares GAN). Per step, with F_s = E(X_s), F_t = E(X_t)
       + w_sty   * (D_t(G_t(F_s)) - 1)^2                              target degradation style
       + w_idt   * L1(E(G_t(F_s)), F_s)                               feature identity
       + w_cyc   * L1(G_SR(E(G_t(F_s))), Y_s)                         G_SR on source pairs in the target's style
+      + w_low   * L1(low(G_t(F_s)), low(X_s))                          (off by default, see below)
+``--sty-band high`` separates frequencies as Fritsche et al. (ICCVW 2019, "Frequency separation for real-world
+super-resolution") do for learned degradations: D_t judges only the high band ``x - low(x)`` (low = Gaussian blur,
+sigma ``--band-sigma`` LR px), where noise and coding artefacts live, so it cannot tell source from target by their
+content; with ``--w-low`` the low band of G_t(F_s) is held to the clean source LR, so G_t changes only what a
+degradation changes.
 The reference implementation (anse3832/USR_DA) adds VGG perceptual and HR adversarial terms for perceptual quality;
 this recipe optimises fidelity (Y-PSNR) and leaves them out. ``--source-only`` trains E + G_SR with w_rec alone
 (the baseline). The result: ``vsr-engine upscale in.mp4 out.mp4 --model usrda --weights OUT/usrda.safetensors``.
@@ -33,10 +39,11 @@ from ..models.usrda import USRDA, ResBlock
 from .common import _precision, add_run_arguments
 
 CKPT, EXPORT, CONFIG, LOG = "last.pth", "usrda.safetensors", "config.json", "log.jsonl"
-WEIGHTS = ("align", "rec", "res", "sty", "idt", "cyc")
+WEIGHTS = ("align", "rec", "res", "sty", "idt", "cyc", "low")
 # The reference implementation's lambdas (anse3832/USR_DA opt/option.py): the adversarial and identity terms are
 # small (0.01) next to the L1 reconstruction, restoration and cycle terms (1).
-DEFAULT_WEIGHTS = dict(zip(WEIGHTS, (0.01, 1.0, 1.0, 0.01, 0.01, 1.0)))
+# w_low (frequency separation, not in the reference) is off by default.
+DEFAULT_WEIGHTS = dict(zip(WEIGHTS, (0.01, 1.0, 1.0, 0.01, 0.01, 1.0, 0.0)))
 
 
 class TargetDecoder(nn.Module):
@@ -96,6 +103,17 @@ class Patches:
         return t(lr), t(hr), t(tg)
 
 
+def low_pass(x, sigma: float):
+    """Gaussian blur per channel (reflect padding, radius 3 sigma): the low band of frequency separation."""
+    r = max(1, int(round(3 * sigma)))
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32, device=x.device) ** 2) / (2 * sigma * sigma))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def lsgan(pred, value: float):
     return F.mse_loss(pred.float(), torch.full_like(pred.float(), value))
 
@@ -120,6 +138,7 @@ def train(args) -> str:
     target = [read_frames(s, args.max_frames) for s in args.target]
     data = Patches(source, target, args.lr_size, args.seed)
     w = {k: getattr(args, "w_" + k) for k in WEIGHTS}
+    band = (lambda x: x - low_pass(x, args.band_sigma)) if args.sty_band == "high" else (lambda x: x)  # D_t's view
     config = {"recipe": "adapt", "source_only": bool(args.source_only), "model": "usrda",
               "arch": {"num_feat": args.num_feat, "enc_blocks": args.enc_blocks, "dec_blocks": args.dec_blocks,
                        "lr_skip": args.lr_skip},
@@ -150,7 +169,7 @@ def train(args) -> str:
                 x_st = g_t(f_s)
             with amp():
                 loss_d = 0.5 * (lsgan(d_f(f_s.float()), 1) + lsgan(d_f(f_t.float()), 0)) + \
-                    0.5 * (lsgan(d_t(x_t), 1) + lsgan(d_t(x_st.float()), 0))
+                    0.5 * (lsgan(d_t(band(x_t)), 1) + lsgan(d_t(band(x_st.float())), 0))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -164,9 +183,11 @@ def train(args) -> str:
                 f_st = model.encoder(x_st)
                 parts["align"] = lsgan(d_f(f_s), 0.5) + lsgan(d_f(f_t), 0.5)
                 parts["res"] = F.l1_loss(g_t(f_t).float(), x_t)
-                parts["sty"] = lsgan(d_t(x_st), 1)
+                parts["sty"] = lsgan(d_t(band(x_st.float())), 1)
                 parts["idt"] = F.l1_loss(f_st.float(), f_s.float())
                 parts["cyc"] = F.l1_loss(model.decoder(f_st, x_st).float(), y_s)
+                if w["low"]:
+                    parts["low"] = F.l1_loss(low_pass(x_st.float(), args.band_sigma), low_pass(x_s, args.band_sigma))
         loss = sum(w[k] * v.float() for k, v in parts.items())
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,6 +240,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lr-skip", action=argparse.BooleanOptionalAction, default=True,
                     help="add the bilinear x4 of the input LR to G_SR's output (the first recipe); --no-lr-skip: "
                          "G_SR sees E's features only, as in the method")
+    ap.add_argument("--sty-band", choices=("full", "high"), default="full",
+                    help="what D_t judges: the whole image (the method) or its high band only (frequency separation)")
+    ap.add_argument("--band-sigma", type=float, default=1.5, help="Gaussian sigma (LR px) of the low band")
     for k, v in DEFAULT_WEIGHTS.items():
         ap.add_argument(f"--w-{k}", type=float, default=v)
     ap.add_argument("--max-frames", type=int, default=0)
