@@ -35,12 +35,26 @@ def _img(kind, n):
 def test_lpips_matches_published_values():
     if not os.path.isfile(LPIPS_W):
         pytest.skip(f"LPIPS weights not converted ({LPIPS_W}): python -m vsr_engine.lpips")
-    from vsr_engine.lpips import WEIGHTS_SHA256, _sha256
+    from vsr_engine.lpips import WEIGHTS_SHA256, content_sha256
     from vsr_engine.metrics import lpips
-    assert _sha256(LPIPS_W) == WEIGHTS_SHA256
+    assert content_sha256(LPIPS_W) == WEIGHTS_SHA256
     got = [lpips(_img("dist", n), _img("ref", n), weights=LPIPS_W) for n in NAMES]
     assert np.allclose(got, LPIPS_OFFICIAL, atol=1.5e-4), got
     assert lpips(_img("ref", "I03"), _img("ref", "I03"), weights=LPIPS_W) == 0.0
+
+
+def test_lpips_weights_digest_is_blind_to_header_order(tmp_path):
+    # safetensors 0.8.0 writes metadata keys in a varying order, so a file digest of the converted weights was not
+    # reproducible (a fresh conversion was refused about half the time); the digest is over the tensors
+    from safetensors.torch import save_file
+    from vsr_engine.lpips import content_sha256
+    sd = {"b.weight": torch.arange(6.0).view(2, 3), "a.bias": torch.ones(2)}
+    save_file(sd, str(tmp_path / "x.safetensors"), metadata={"sdist_sha256": "1", "source": "2"})
+    save_file(dict(reversed(list(sd.items()))), str(tmp_path / "y.safetensors"), metadata={"source": "2"})
+    assert content_sha256(str(tmp_path / "x.safetensors")) == content_sha256(str(tmp_path / "y.safetensors"))
+    sd["a.bias"] = torch.ones(2) * 1.5
+    save_file(sd, str(tmp_path / "z.safetensors"))
+    assert content_sha256(str(tmp_path / "z.safetensors")) != content_sha256(str(tmp_path / "x.safetensors"))
 
 
 def test_lpips_checkpoint_reader_refuses_code():

