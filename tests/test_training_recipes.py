@@ -112,6 +112,8 @@ def test_data_free_on_dead_leaves_resumes_exactly(tmp_path, tiny_teacher):
     log = _log(a)
     assert all(np.isfinite(r["loss"]) for r in log) and "gen_kd" not in log[1]
     assert json.load(open(os.path.join(a, "config.json")))["args"]["synth"] == "leaves"
+    with pytest.raises(SystemExit, match="add --data-free"):
+        _run(distill, [x for x in base if x != "--data-free"] + ["--out", str(tmp_path / "c")])
 
 
 def test_distillation_with_data_trains_on_real_clips(tmp_path, tiny_teacher, data_dir):

@@ -104,6 +104,8 @@ def _lr_at(args, step: int) -> float:   # cosine decay over all steps
 
 
 def train(args) -> str:
+    if args.synth != "generator" and not args.data_free:
+        raise SystemExit(f"distill: --synth {args.synth} makes data-free inputs; add --data-free")
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
