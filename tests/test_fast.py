@@ -64,6 +64,29 @@ def test_fp16_close_to_fp32():
     assert psnr > 45, psnr
 
 
+def test_a_dtype_onednn_refuses_runs_unfused(monkeypatch):
+    """fp16 on a CPU without AVX512-FP16 / AVX-NE-CONVERT (an AMD EPYC with AVX512-BF16): oneDNN's fused convolution
+    raises, so the fast step must take the unfused composition for that dtype (it crashed before)."""
+    import vsr_engine.fast as fast_mod
+    if not fast_mod.CPU_FUSED:
+        pytest.skip("no oneDNN in this torch build")
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float16)
+    try:
+        torch.ops.mkldnn._convolution_pointwise(x, torch.zeros(1, 1, 1, 1, dtype=torch.float16), None, [0, 0],
+                                               [1, 1], [1, 1], 1, "none", [], "")
+        native = True
+    except RuntimeError:
+        native = False
+    assert fast_mod._cpu_fused(torch.float16) == native and fast_mod._cpu_fused(torch.float32)
+    monkeypatch.setitem(fast_mod._FUSED_DTYPES, torch.float16, False)      # as on a CPU that refuses fp16
+    m = _model()
+    x = torch.rand(1, 3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = m(x)
+        out = FastBasicVSR(m, dtype=torch.float16, flow_dtype=torch.float32, graphs=False).forward(x).float()
+    assert 10 * np.log10(1.0 / (out - ref).square().mean().item()) > 45
+
+
 def test_realbasicvsr_accelerated_equals_forward():
     torch.manual_seed(0)
     m = RealBasicVSR(num_feat=8, num_propagation_blocks=2, num_cleaning_blocks=1).eval()

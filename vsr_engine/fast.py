@@ -65,6 +65,26 @@ def _mkldnn_ok() -> bool:
 # CPU: oneDNN's fused convolutions (bias + activation, or bias + a residual add, in the convolution's epilogue).
 # Tests set this False to run the CUDA composition (conv, then the Triton epilogue kernels) on the CPU.
 CPU_FUSED = _mkldnn_ok()
+_FUSED_DTYPES: dict = {}
+
+
+def _cpu_fused(dtype: torch.dtype) -> bool:
+    """oneDNN's fused CPU convolution for this dtype on this CPU. fp16 needs AVX512-FP16 or AVX-NE-CONVERT (an AMD
+    EPYC with AVX512-BF16 has neither: oneDNN refuses fp16 there), so each dtype is probed once with a tiny
+    convolution; where it is refused, the unfused composition (convolution, then the epilogue) runs instead."""
+    if not CPU_FUSED:
+        return False
+    if dtype not in _FUSED_DTYPES:
+        try:
+            x = torch.zeros(1, 1, 2, 2, dtype=dtype)
+            torch.ops.mkldnn._convolution_pointwise(x, torch.zeros(1, 1, 1, 1, dtype=dtype), None, [0, 0], [1, 1],
+                                                   [1, 1], 1, "none", [], "")
+            _FUSED_DTYPES[dtype] = True
+        except RuntimeError:
+            _FUSED_DTYPES[dtype] = False
+    return _FUSED_DTYPES[dtype]
+
+
 _ACT_SCALARS = {"none": [], "relu": [], "lrelu": [0.1]}
 _ACT_NAME = {"none": "none", "relu": "relu", "lrelu": "leaky_relu"}
 # bf16 plan: residual blocks per trunk (the last ones) whose output is compensated (FastBasicVSR compensated_blocks)
@@ -85,7 +105,7 @@ def conv_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str, pad: i
             return _cl(torch.cudnn_convolution_relu(x, w, b, (1, 1), (pad, pad), (1, 1), 1))
         y = conv(x, w, pad)
         return bias_act(y, b, act, 0.1, out=y)
-    if CPU_FUSED:
+    if _cpu_fused(x.dtype):
         return _cl(torch.ops.mkldnn._convolution_pointwise(x, w, b, [pad, pad], [1, 1], [1, 1], 1, _ACT_NAME[act],
                                                           _ACT_SCALARS[act], ""))
     y = conv(x, w, pad)
@@ -95,7 +115,7 @@ def conv_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str, pad: i
 def conv_residual(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """z + conv(x) + b (a residual block's second convolution). CUDA: the convolution without bias, then one
     ``bias_act`` pass that adds bias and residual in place over ``z`` (returned); CPU: one oneDNN call."""
-    if not x.is_cuda and CPU_FUSED:
+    if not x.is_cuda and _cpu_fused(x.dtype):
         return _cl(torch.ops.mkldnn._convolution_pointwise(x, z, w, b, [1, 1], [1, 1], [1, 1], 1, "add", None,
                                                           None, [], ""))
     y = conv(x, w, 1)
@@ -107,7 +127,7 @@ def conv_residue(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Ten
     residual, so ``y.float() + residue.float()`` is the convolution's fp32-accumulated output to ~16 bits (torch's
     oneDNN entry points give 16-bit outputs only). CPU: one oneDNN call (the binary post-op subtracts ``y`` in the
     fp32 epilogue); elsewhere the fp32 convolution of the same 16-bit operands."""
-    if not x.is_cuda and CPU_FUSED and x.dtype == torch.bfloat16:
+    if not x.is_cuda and x.dtype == torch.bfloat16 and _cpu_fused(x.dtype):
         return _cl(torch.ops.mkldnn._convolution_pointwise(x, y, w, b, [pad, pad], [1, 1], [1, 1], 1, "sub", None,
                                                           None, [], ""))
     return _cl((F.conv2d(x.float(), w.float(), b.float(), 1, pad) - y.float()).to(y.dtype))
@@ -116,7 +136,7 @@ def conv_residue(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Ten
 def conv_shuffle_lrelu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """lrelu(pixel_shuffle(conv(x) + b, 2)): CUDA ``shuffle_nhwc`` after a bias-free conv; CPU: the LeakyReLU
     commutes with the shuffle (element-wise), so oneDNN fuses bias + activation and the shuffle moves data."""
-    if not x.is_cuda and CPU_FUSED:
+    if not x.is_cuda and _cpu_fused(x.dtype):
         return _cl(F.pixel_shuffle(conv_act(x, w, b, "lrelu", 1), 2))
     return shuffle_nhwc(conv(x, w, 1), b, 0.1)
 
