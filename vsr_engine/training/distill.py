@@ -119,11 +119,11 @@ def train(args) -> str:
     rng = torch.Generator().manual_seed(args.seed)
     gen = opt_g = sampler = leaves = None
     if args.data_free:
-        from .generator import ClipGenerator
         if args.synth == "leaves":
             from .procedural import LeafPool
             leaves = LeafPool(args.leaf_pool, args.frames, args.lr_size, rng)
         else:
+            from .generator import ClipGenerator
             gen = ClipGenerator(args.latent, args.lr_size, args.frames, args.max_motion).to(device)
             opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr_g)   # default betas, as the official DFSR
     else:
