@@ -33,3 +33,16 @@ def test_pool_is_deterministic_and_refreshes():
         x1, x2 = p1.sample(3), p2.sample(3)
         assert x1.shape == (3, 3, 3, 10, 10) and torch.equal(x1, x2)
     assert not torch.equal(first, p1.pool)                              # two of the four clips re-rendered
+
+
+def test_pool_targets_follow_each_crop_flip_and_time_order():
+    def up(c):   # nearest x4 commutes exactly with crops at multiples of 4, flips and time reversal
+        return c.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    calls = []
+    plain = LeafPool(4, 3, 10, torch.Generator().manual_seed(3))
+    kept = LeafPool(4, 3, 10, torch.Generator().manual_seed(3), target=lambda c: calls.append(len(c)) or up(c))
+    for _ in range(5):
+        lr, hr = kept.sample(3)
+        assert torch.equal(lr, plain.sample(3))        # the targets take nothing from the generator
+        assert hr.shape == (3, 3, 3, 40, 40) and torch.equal(hr, up(lr))
+    assert calls == [4, 1, 1]                           # the whole pool once, then each re-rendered clip

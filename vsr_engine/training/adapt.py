@@ -12,7 +12,10 @@ discriminator D_t (least-squares GAN). Per step, with F_s = E(X_s), F_t = E(X_t)
       + w_idt   * L1(E(G_t(F_s)), F_s)                               feature identity
       + w_cyc   * L1(G_SR(E(G_t(F_s))), Y_s)                         G_SR on source pairs in the target's style
       + w_low   * L1(low(G_t(F_s)), low(X_s))                          (off by default, see below)
-``--sty-band high`` separates frequencies as Fritsche et al. (ICCVW 2019, "Frequency separation for real-world
+``--g-t blur`` replaces the free decoder G_t by a degradation prior (``BlurDegradation``: Gaussian blur + noise
+of X_s with two learned parameters; no restoration term): target style can then only be reached by sharpness and
+grain, not by altering content; ``--deg-fit hf`` fits its sigma without a discriminator, by matching the target's
+high-band energy (``hf_energy``). ``--sty-band high`` separates frequencies as Fritsche et al. (ICCVW 2019, "Frequency separation for real-world
 super-resolution") do for learned degradations: D_t judges only the high band ``x - low(x)`` (low = Gaussian blur,
 sigma ``--band-sigma`` LR px), where noise and coding artefacts live, so it cannot tell source from target by their
 content; with ``--w-low`` the low band of G_t(F_s) is held to the clean source LR, so G_t changes only what a
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -56,6 +60,37 @@ class TargetDecoder(nn.Module):
 
     def forward(self, f):
         return self.last(self.body(f))
+
+
+class BlurDegradation(nn.Module):
+    """G_t with a degradation prior (``--g-t blur``, an extension, not the method): the target-style LR is the source
+    LR itself, blurred by an isotropic Gaussian and given Gaussian noise, whose two parameters (sigma in LR pixels,
+    noise level) the style discriminator trains. It cannot change content, so D_t can only be fooled by matching the
+    target's sharpness and grain."""
+
+    def __init__(self, sigma: float = 0.5, noise: float = 1 / 255, radius: int = 5):
+        super().__init__()
+        self.radius = radius
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
+        self.log_noise = nn.Parameter(torch.tensor(math.log(noise)))
+
+    def forward(self, x):
+        r, c = self.radius, x.shape[1]
+        t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+        k = torch.exp(-t * t / (2 * self.log_sigma.float().exp() ** 2))
+        k = (k / k.sum()).to(x.dtype)
+        y = F.pad(x, (r, r, r, r), mode="reflect")
+        y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        return y + self.log_noise.exp().to(x.dtype) * torch.randn_like(y)
+
+
+def hf_energy(x):
+    """RMS of the luma's high band (luma minus its 3x3 box mean), over the batch: the sharpness + grain statistic that
+    ``--deg-fit hf`` matches between the degraded source and the target."""
+    y = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1).float()
+    b = F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return (y - b).pow(2).mean().add(1e-12).sqrt()
 
 
 def discriminator(c_in: int, width: int = 32) -> nn.Module:
@@ -130,9 +165,18 @@ def train(args) -> str:
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
     model = make_model(args).to(device)
-    g_t = TargetDecoder(args.num_feat).to(device)
+    prior = args.g_t == "blur"
+    if args.deg_fit != "gan" and not prior:
+        raise SystemExit(f"adapt: --deg-fit {args.deg_fit} fits the blur prior's parameters; add --g-t blur")
+    g_t = (BlurDegradation(args.deg_sigma, args.deg_noise / 255) if prior else TargetDecoder(args.num_feat)).to(device)
     d_f, d_t = discriminator(args.num_feat).to(device), discriminator(3).to(device)
-    opt_g = torch.optim.Adam(list(model.parameters()) + list(g_t.parameters()), lr=args.lr, betas=(0.9, 0.99))
+    opt_g = torch.optim.Adam([{"params": list(model.parameters())},
+                              {"params": list(g_t.parameters()), "lr": args.lr_deg if prior else args.lr}],
+                             lr=args.lr, betas=(0.9, 0.99))
+    degrade = (lambda f, x: g_t(x)) if prior else (lambda f, x: g_t(f))   # source -> target style
+    fit_hf = prior and args.deg_fit == "hf"
+    if fit_hf:   # one statistic fits one parameter: the noise level stays as given
+        g_t.log_noise.requires_grad_(False)
     opt_d = torch.optim.Adam(list(d_f.parameters()) + list(d_t.parameters()), lr=args.lr_d, betas=(0.9, 0.99))
     source = [read_frames(s, args.max_frames) for s in args.sources]
     target = [read_frames(s, args.max_frames) for s in args.target]
@@ -166,10 +210,11 @@ def train(args) -> str:
         if not args.source_only:   # discriminators
             with torch.no_grad(), amp():
                 f_s, f_t = model.encoder(x_s), model.encoder(x_t)
-                x_st = g_t(f_s)
+                x_st = degrade(f_s, x_s)
             with amp():
-                loss_d = 0.5 * (lsgan(d_f(f_s.float()), 1) + lsgan(d_f(f_t.float()), 0)) + \
-                    0.5 * (lsgan(d_t(band(x_t)), 1) + lsgan(d_t(band(x_st.float())), 0))
+                loss_d = 0.5 * (lsgan(d_f(f_s.float()), 1) + lsgan(d_f(f_t.float()), 0))
+                if not fit_hf:
+                    loss_d = loss_d + 0.5 * (lsgan(d_t(band(x_t)), 1) + lsgan(d_t(band(x_st.float())), 0))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -179,20 +224,26 @@ def train(args) -> str:
             parts = {"rec": F.l1_loss(model.decoder(f_s, x_s).float(), y_s)}
             if not args.source_only:
                 f_t = model.encoder(x_t)
-                x_st = g_t(f_s)
+                x_st = degrade(f_s, x_s)
                 f_st = model.encoder(x_st)
                 parts["align"] = lsgan(d_f(f_s), 0.5) + lsgan(d_f(f_t), 0.5)
-                parts["res"] = F.l1_loss(g_t(f_t).float(), x_t)
-                parts["sty"] = lsgan(d_t(band(x_st.float())), 1)
+                if not prior:   # the prior maps images, not features: no target restoration through it
+                    parts["res"] = F.l1_loss(g_t(f_t).float(), x_t)
+                if fit_hf:   # the prior's sigma: the degraded source as sharp as the target (log-ratio squared)
+                    parts["hf"] = (hf_energy(x_st).log() - hf_energy(x_t).log()).pow(2)
+                else:
+                    parts["sty"] = lsgan(d_t(band(x_st.float())), 1)
                 parts["idt"] = F.l1_loss(f_st.float(), f_s.float())
                 parts["cyc"] = F.l1_loss(model.decoder(f_st, x_st).float(), y_s)
                 if w["low"]:
                     parts["low"] = F.l1_loss(low_pass(x_st.float(), args.band_sigma), low_pass(x_s, args.band_sigma))
-        loss = sum(w[k] * v.float() for k, v in parts.items())
+        loss = sum(w.get(k, 1.0) * v.float() for k, v in parts.items())
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
         row.update({k: v.item() for k, v in parts.items()}, loss=loss.item())
+        if prior and not args.source_only:
+            row.update(sigma=g_t.log_sigma.exp().item(), noise=g_t.log_noise.exp().item() * 255)
         step += 1
         recent.append(row)
         if step % args.log_every == 0 or step == stop:
@@ -242,6 +293,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "G_SR sees E's features only, as in the method")
     ap.add_argument("--sty-band", choices=("full", "high"), default="full",
                     help="what D_t judges: the whole image (the method) or its high band only (frequency separation)")
+    ap.add_argument("--g-t", choices=("decoder", "blur"), default="decoder",
+                    help="G_t: a free decoder from features (the method), or a degradation prior (Gaussian blur + "
+                         "noise of the source LR, two learned parameters; no restoration term)")
+    ap.add_argument("--lr-deg", type=float, default=1e-2,
+                    help="learning rate of the --g-t blur parameters (0: a fixed, known degradation)")
+    ap.add_argument("--deg-fit", choices=("gan", "hf"), default="gan",
+                    help="--g-t blur: how the prior's parameters are fitted: by the style discriminator D_t (gan), or "
+                         "sigma alone by matching the high-band energy of the target LR (hf; the noise stays fixed)")
+    ap.add_argument("--deg-sigma", type=float, default=0.5, help="--g-t blur: initial blur sigma (LR px)")
+    ap.add_argument("--deg-noise", type=float, default=1.0, help="--g-t blur: initial noise level (of 255)")
     ap.add_argument("--band-sigma", type=float, default=1.5, help="Gaussian sigma (LR px) of the low band")
     for k, v in DEFAULT_WEIGHTS.items():
         ap.add_argument(f"--w-{k}", type=float, default=v)

@@ -16,7 +16,11 @@ clips (Charbonnier to the HR frames, BI LR), the baseline of the paper's compari
 Progressive growth (the paper's progressive distillation): training runs in ``--stages`` stages; the student's
 trunks start with num_block / stages residual blocks and gain as many at each stage, the new blocks initialised as
 identities (second conv zero) so the student's output does not jump. The student's SPyNet is the teacher's, frozen
-(teacher knowledge, no data). The result is an ordinary BasicVSR checkpoint (fp16 safetensors, sizes read from
+(teacher knowledge, no data). ``--init teacher`` (an extension, not the paper's) starts the student as the teacher
+truncated: the same width, every layer copied, each trunk keeping the teacher's first blocks (and growth adding the
+teacher's next ones), so training starts from a model above bicubic instead of from noise. ``--cache-teacher``
+(with ``--synth leaves``) runs the teacher once per pooled clip and keeps its output as the target of every crop
+drawn from it. The result is an ordinary BasicVSR checkpoint (fp16 safetensors, sizes read from
 the file): ``vsr-engine upscale in.mp4 out.mp4 --model basicvsr --weights OUT/student.safetensors``.
 """
 from __future__ import annotations
@@ -47,23 +51,40 @@ def stage_blocks(step: int, steps: int, num_block: int, stages: int) -> int:
     return max(1, int(math.ceil(num_block * (k + 1) / stages)))
 
 
-def grow(student, num_block: int) -> None:
-    """Append identity-initialised residual blocks to both trunks until each has ``num_block``."""
+def grow(student, num_block: int, teacher=None) -> None:
+    """Append residual blocks to both trunks until each has ``num_block``: identity-initialised (second conv zero),
+    or with ``teacher`` (``--init teacher``) the teacher's next blocks, so the student stays the teacher's first
+    blocks at every stage."""
     from ..models.basicvsr import ResidualBlockNoBN
-    for trunk in (student.backward_trunk, student.forward_trunk):
-        blocks = trunk.main[2]
+    for name in ("backward_trunk", "forward_trunk"):
+        blocks = getattr(student, name).main[2]
         while len(blocks) < num_block:
-            b = ResidualBlockNoBN(student.num_feat).to(next(trunk.parameters()).device)
-            nn.init.zeros_(b.conv2.weight)
-            nn.init.zeros_(b.conv2.bias)
+            b = ResidualBlockNoBN(student.num_feat).to(next(blocks.parameters()).device)
+            if teacher is not None:
+                b.load_state_dict(getattr(teacher, name).main[2][len(blocks)].state_dict())
+            else:
+                nn.init.zeros_(b.conv2.weight)
+                nn.init.zeros_(b.conv2.bias)
             blocks.append(b)
     student.num_block = num_block
 
 
-def make_student(teacher, num_feat: int, num_block: int):
+def make_student(teacher, num_feat: int, num_block: int, init: str = "scratch"):
+    """The student; its SPyNet is the teacher's, frozen. ``init='teacher'``: the teacher truncated, i.e. every layer
+    copied and each trunk keeping the teacher's first ``num_block`` residual blocks (layer-dropping initialisation
+    as DistilBERT's; needs a BasicVSR teacher of the same width). ``'scratch'``: random except SPyNet."""
     from ..models.basicvsr import BasicVSR
     s = BasicVSR(num_feat=num_feat, num_block=num_block)
-    s.spynet.load_state_dict(teacher.spynet.state_dict())
+    if init == "teacher":
+        if not isinstance(teacher, BasicVSR) or teacher.num_feat != num_feat or teacher.num_block < num_block:
+            raise SystemExit(f"distill: --init teacher needs a BasicVSR teacher with --num-feat {num_feat} and at "
+                             f"least {num_block} blocks per trunk; the teacher is {type(teacher).__name__} "
+                             f"({getattr(teacher, 'num_feat', '?')} features, {getattr(teacher, 'num_block', '?')} "
+                             "blocks)")
+        own = s.state_dict()
+        s.load_state_dict({k: teacher.state_dict()[k] for k in own})   # blocks 0..num_block-1 share their keys
+    else:
+        s.spynet.load_state_dict(teacher.spynet.state_dict())
     s.spynet.requires_grad_(False)
     return s
 
@@ -106,6 +127,9 @@ def _lr_at(args, step: int) -> float:   # cosine decay over all steps
 def train(args) -> str:
     if args.synth != "generator" and not args.data_free:
         raise SystemExit(f"distill: --synth {args.synth} makes data-free inputs; add --data-free")
+    if args.cache_teacher and not (args.data_free and args.synth == "leaves"):
+        raise SystemExit("distill: --cache-teacher caches the teacher's outputs on pooled clips; it needs "
+                         "--data-free --synth leaves")
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -114,14 +138,21 @@ def train(args) -> str:
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
     teacher = load_teacher(args.teacher, args.teacher_variant, args.teacher_weights, device)
-    student = make_student(teacher, args.num_feat, stage_blocks(0, args.steps, args.num_block, args.stages)).to(device)
+    student = make_student(teacher, args.num_feat, stage_blocks(0, args.steps, args.num_block, args.stages),
+                           args.init).to(device)
+    grow_from = teacher if args.init == "teacher" else None
     opt = _optimizer(student, args.lr)
     rng = torch.Generator().manual_seed(args.seed)
     gen = opt_g = sampler = leaves = None
     if args.data_free:
         if args.synth == "leaves":
             from .procedural import LeafPool
-            leaves = LeafPool(args.leaf_pool, args.frames, args.lr_size, rng)
+            target = None
+            if args.cache_teacher:
+                def target(clips):
+                    with torch.no_grad(), amp():
+                        return teacher(clips.to(device)).float().cpu()
+            leaves = LeafPool(args.leaf_pool, args.frames, args.lr_size, rng, target=target)
         else:
             from .generator import ClipGenerator
             gen = ClipGenerator(args.latent, args.lr_size, args.frames, args.max_motion).to(device)
@@ -140,7 +171,7 @@ def train(args) -> str:
     step, ckpt = 0, os.path.join(args.out, CKPT)
     if args.resume and os.path.exists(ckpt):
         ck = torch.load(ckpt, map_location="cpu", weights_only=False)
-        grow(student, ck["num_block"])
+        grow(student, ck["num_block"], grow_from)
         student.load_state_dict(ck["student"])
         opt = _optimizer(student, args.lr)
         opt.load_state_dict(ck["opt"])
@@ -148,7 +179,7 @@ def train(args) -> str:
             gen.load_state_dict(ck["gen"])
             opt_g.load_state_dict(ck["opt_g"])
         elif leaves is not None:
-            leaves.pool, leaves.calls = ck["leaf_pool"], ck["leaf_calls"]
+            leaves.pool, leaves.calls, leaves.targets = ck["leaf_pool"], ck["leaf_calls"], ck.get("leaf_targets")
         else:
             sampler.rng.setstate(ck["sampler_rng"])
         rng.set_state(ck["rng"])
@@ -163,7 +194,7 @@ def train(args) -> str:
     while step < stop:
         nb = stage_blocks(step, args.steps, args.num_block, args.stages)
         if nb != student.num_block:   # next stage: more blocks, a fresh optimizer (as the paper's stages)
-            grow(student, nb)
+            grow(student, nb, grow_from)
             if channels_last:
                 student.to(memory_format=torch.channels_last)
             opt = _optimizer(student, args.lr)
@@ -175,6 +206,8 @@ def train(args) -> str:
             with torch.no_grad(), amp():
                 x = gen(z, gen.motion(args.batch, device, rng)).float()
                 t_out = teacher(x).float()
+        elif leaves is not None and leaves.target is not None:
+            x, t_out = (v.to(device) for v in leaves.sample(args.batch))
         elif leaves is not None:
             x = leaves.sample(args.batch).to(device)
             with torch.no_grad(), amp():
@@ -217,7 +250,7 @@ def train(args) -> str:
             if gen is not None:
                 ck.update(gen=gen.state_dict(), opt_g=opt_g.state_dict())
             elif leaves is not None:
-                ck.update(leaf_pool=leaves.pool, leaf_calls=leaves.calls)
+                ck.update(leaf_pool=leaves.pool, leaf_calls=leaves.calls, leaf_targets=leaves.targets)
             else:
                 ck["sampler_rng"] = sampler.rng.getstate()
             torch.save(ck, ckpt + ".tmp")
@@ -252,6 +285,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--synth", choices=("generator", "leaves"), default="generator",
                     help="data-free inputs: the paper's adversarial generator, or procedural dead-leaves clips")
     ap.add_argument("--leaf-pool", type=int, default=128, help="dead-leaves clips kept in the pool (--synth leaves)")
+    ap.add_argument("--cache-teacher", action="store_true",
+                    help="--synth leaves: the teacher runs once per pooled clip (whole clip, before cropping), its "
+                         "output kept as the target of every crop drawn from that clip; about half the step time")
+    ap.add_argument("--init", choices=("scratch", "teacher"), default="scratch",
+                    help="student initialisation: random (SPyNet from the teacher), or the teacher truncated to its "
+                         "first --num-block blocks per trunk (needs --num-feat = the teacher's width, 64)")
     ap.add_argument("--lr-g", type=float, default=1e-3)
     ap.add_argument("--latent", type=int, default=128)
     ap.add_argument("--w-rec", type=float, default=1.0, help="weight of the generator's reconstruction loss")

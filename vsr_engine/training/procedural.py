@@ -89,31 +89,44 @@ def dead_leaves_clips(n: int, frames: int, size: int, generator: torch.Generator
 class LeafPool:
     """A pool of dead-leaves LR clips, so the renderer's cost is spread over many student steps: ``sample`` draws
     ``batch`` clips (random ``size`` crop, flips, time reversal) and re-renders one pooled clip every
-    ``refresh_every`` calls. Deterministic given ``generator``."""
+    ``refresh_every`` calls. Deterministic given ``generator``.
+
+    With ``target`` (a function from LR clips (N, T, 3, h, w) to their x4 outputs), the pool also keeps each clip's
+    target, computed once when the clip is rendered, on the whole uncropped clip; ``sample`` then returns
+    ``(lr, hr)`` with the HR crop, flips and time order matching the LR's. ``distill --cache-teacher``: the teacher
+    runs once per pooled clip instead of once per sampled crop."""
 
     def __init__(self, clips: int, frames: int, size: int, generator: torch.Generator, margin: int = 8,
-                 refresh_every: int = 2, max_motion: float = 2.0):
+                 refresh_every: int = 2, max_motion: float = 2.0, target=None, scale: int = 4):
         self.frames, self.size, self.g, self.refresh_every = frames, size, generator, refresh_every
         self.full, self.max_motion, self.calls = size + margin, max_motion, 0
+        self.target, self.scale = target, scale
         self.pool = dead_leaves_clips(clips, frames, self.full, generator, max_motion=max_motion)
+        self.targets = None   # computed at the first sample (after the caller has set its precision)
 
-    def sample(self, batch: int) -> torch.Tensor:
+    def sample(self, batch: int):
         g = self.g
+        if self.target is not None and self.targets is None:
+            self.targets = torch.cat([self.target(self.pool[i:i + 8]) for i in range(0, len(self.pool), 8)])
         self.calls += 1
         if self.calls % self.refresh_every == 0:
             j = int(torch.randint(len(self.pool), (1,), generator=g))
             self.pool[j] = dead_leaves_clips(1, self.frames, self.full, g, max_motion=self.max_motion)[0]
-        out = []
+            if self.targets is not None:
+                self.targets[j] = self.target(self.pool[j:j + 1])[0]
+        out, hrs, r = [], [], self.scale
         for _ in range(batch):
             j = int(torch.randint(len(self.pool), (1,), generator=g))
             y, x = (int(v) for v in torch.randint(self.full - self.size + 1, (2,), generator=g))
             c = self.pool[j, :, :, y:y + self.size, x:x + self.size]
+            h = None if self.targets is None else \
+                self.targets[j, :, :, r * y:r * (y + self.size), r * x:r * (x + self.size)]
             flips = torch.rand(3, generator=g) < 0.5
-            if flips[0]:
-                c = c.flip(-1)
-            if flips[1]:
-                c = c.flip(-2)
-            if flips[2]:
-                c = c.flip(0)
+            for flip, dim in zip(flips, (-1, -2, 0)):
+                if flip:
+                    c = c.flip(dim)
+                    h = None if h is None else h.flip(dim)
             out.append(c)
-        return torch.stack(out).contiguous()
+            hrs.append(h)
+        lr = torch.stack(out).contiguous()
+        return lr if self.target is None else (lr, torch.stack(hrs).contiguous())
