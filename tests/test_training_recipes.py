@@ -27,6 +27,16 @@ def _run(module, argv):
     return module.train(ap.parse_args(argv))
 
 
+def _resumed_pair(module, base, tmp_path):
+    """Run ``base`` straight through (a) and stopped at step 2 then resumed (b); their last checkpoints and a's export."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    exported = _run(module, base + ["--out", a])
+    _run(module, base + ["--out", b, "--stop-at", "2"])
+    _run(module, base + ["--out", b, "--resume"])
+    load = lambda d: torch.load(os.path.join(d, "last.pth"), weights_only=False)   # noqa: E731
+    return load(a), load(b), exported
+
+
 def _log(out):
     with open(os.path.join(out, "log.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -95,12 +105,8 @@ def test_data_free_distillation_resumes_exactly_and_exports_a_basicvsr(tmp_path,
             "--num-block", "2", "--stages", "2", "--steps", "4", "--batch", "1", "--frames", "3", "--lr-size", "12",
             "--latent", "16", "--gen-every", "2", "--log-every", "1", "--save-every", "1", "--threads", "1",
             "--device", "cpu"]
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    exported = _run(distill, base + ["--out", a])
-    _run(distill, base + ["--out", b, "--stop-at", "2"])
-    _run(distill, base + ["--out", b, "--resume"])
-    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
-    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    sa, sb, exported = _resumed_pair(distill, base, tmp_path)
+    a = str(tmp_path / "a")
     for part in ("student", "gen"):
         for k in sa[part]:
             assert torch.equal(sa[part][k], sb[part][k]), (part, k)
@@ -120,12 +126,8 @@ def test_data_free_on_dead_leaves_resumes_exactly(tmp_path, tiny_teacher):
             "--teacher-variant", "", "--num-feat", "8", "--num-block", "1", "--stages", "1", "--steps", "4",
             "--batch", "1", "--frames", "3", "--lr-size", "12", "--log-every", "1", "--save-every", "1",
             "--threads", "1", "--device", "cpu"]
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    _run(distill, base + ["--out", a])
-    _run(distill, base + ["--out", b, "--stop-at", "2"])
-    _run(distill, base + ["--out", b, "--resume"])
-    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
-    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    sa, sb, _ = _resumed_pair(distill, base, tmp_path)
+    a = str(tmp_path / "a")
     assert "gen" not in sa and torch.equal(sa["leaf_pool"], sb["leaf_pool"])
     for k in sa["student"]:
         assert torch.equal(sa["student"][k], sb["student"][k]), k
@@ -141,12 +143,7 @@ def test_cached_teacher_targets_resume_exactly_from_a_teacher_initialised_studen
             "--teacher-weights", tiny_teacher, "--teacher-variant", "", "--num-feat", "8", "--num-block", "1",
             "--stages", "1", "--steps", "4", "--batch", "1", "--frames", "3", "--lr-size", "12", "--log-every", "1",
             "--save-every", "1", "--threads", "1", "--device", "cpu", "--precision", "fp32"]
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    _run(distill, base + ["--out", a])
-    _run(distill, base + ["--out", b, "--stop-at", "2"])
-    _run(distill, base + ["--out", b, "--resume"])
-    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
-    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    sa, sb, _ = _resumed_pair(distill, base, tmp_path)
     assert torch.equal(sa["leaf_targets"], sb["leaf_targets"]) and sa["leaf_targets"].shape == (3, 3, 3, 80, 80)
     for k in sa["student"]:
         assert torch.equal(sa["student"][k], sb["student"][k]), k
@@ -176,12 +173,8 @@ def test_adaptation_resumes_exactly_and_exports_a_usrda(tmp_path, data_dir):
     base = [target, "--sources", os.path.join(sv, "carphone_pristine.mp4"), "--max-frames", "6", "--steps", "4",
             "--batch", "2", "--lr-size", "12", "--num-feat", "8", "--enc-blocks", "1", "--dec-blocks", "1",
             "--log-every", "1", "--save-every", "1", "--threads", "1", "--device", "cpu"]
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    exported = _run(adapt, base + ["--out", a])
-    _run(adapt, base + ["--out", b, "--stop-at", "2"])
-    _run(adapt, base + ["--out", b, "--resume"])
-    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
-    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    sa, sb, exported = _resumed_pair(adapt, base, tmp_path)
+    a = str(tmp_path / "a")
     for part in ("model", "g_t", "d_f", "d_t"):
         for k in sa[part]:
             assert torch.equal(sa[part][k], sb[part][k]), (part, k)
@@ -211,12 +204,8 @@ def test_adaptation_with_the_blur_prior_learns_it_and_resumes_exactly(tmp_path, 
             "--max-frames", "6", "--steps", "4", "--batch", "2", "--lr-size", "12", "--num-feat", "8",
             "--enc-blocks", "1", "--dec-blocks", "1", "--log-every", "1", "--save-every", "1", "--threads", "1",
             "--device", "cpu", "--g-t", "blur"]
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    _run(adapt, base + ["--out", a])
-    _run(adapt, base + ["--out", b, "--stop-at", "2"])
-    _run(adapt, base + ["--out", b, "--resume"])
-    sa = torch.load(os.path.join(a, "last.pth"), weights_only=False)
-    sb = torch.load(os.path.join(b, "last.pth"), weights_only=False)
+    sa, sb, _ = _resumed_pair(adapt, base, tmp_path)
+    a = str(tmp_path / "a")
     for part in ("model", "g_t", "d_f", "d_t"):
         for k in sa[part]:
             assert torch.equal(sa[part][k], sb[part][k]), (part, k)
