@@ -28,7 +28,7 @@ def _run(module, argv):
 
 
 def _resumed_pair(module, base, tmp_path):
-    """Run ``base`` straight through (a) and stopped at step 2 then resumed (b); their last checkpoints and a's export."""
+    """Run ``base`` straight (a) and stopped at step 2, then resumed (b): their last checkpoints and a's export."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     exported = _run(module, base + ["--out", a])
     _run(module, base + ["--out", b, "--stop-at", "2"])
@@ -93,7 +93,8 @@ def test_student_from_the_teacher_is_the_truncated_teacher():
         assert torch.equal(s(x), t(x))
     s0 = distill.make_student(t, 8, 1)
     assert not torch.equal(s0.fusion.weight, t.fusion.weight)
-    assert torch.equal(s0.spynet.basic_module[0].basic_module[0].weight, t.spynet.basic_module[0].basic_module[0].weight)
+    first = lambda m: m.spynet.basic_module[0].basic_module[0].weight   # noqa: E731
+    assert torch.equal(first(s0), first(t))
     with pytest.raises(SystemExit, match="--num-feat 16"):
         distill.make_student(t, 16, 1, "teacher")
     with pytest.raises(SystemExit, match="at least 4 blocks"):

@@ -15,7 +15,8 @@ discriminator D_t (least-squares GAN). Per step, with F_s = E(X_s), F_t = E(X_t)
 ``--g-t blur`` replaces the free decoder G_t by a degradation prior (``BlurDegradation``: Gaussian blur + noise
 of X_s with two learned parameters; no restoration term): target style can then only be reached by sharpness and
 grain, not by altering content; ``--deg-fit hf`` fits its sigma without a discriminator, by matching the target's
-high-band energy (``hf_energy``). ``--sty-band high`` separates frequencies as Fritsche et al. (ICCVW 2019, "Frequency separation for real-world
+high-band energy (``hf_energy``).
+``--sty-band high`` separates frequencies as Fritsche et al. (ICCVW 2019, "Frequency separation for real-world
 super-resolution") do for learned degradations: D_t judges only the high band ``x - low(x)`` (low = Gaussian blur,
 sigma ``--band-sigma`` LR px), where noise and coding artefacts live, so it cannot tell source from target by their
 content; with ``--w-low`` the low band of G_t(F_s) is held to the clean source LR, so G_t changes only what a
