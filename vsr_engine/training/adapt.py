@@ -76,13 +76,7 @@ class BlurDegradation(nn.Module):
         self.log_noise = nn.Parameter(torch.tensor(math.log(noise)))
 
     def forward(self, x):
-        r, c = self.radius, x.shape[1]
-        t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
-        k = torch.exp(-t * t / (2 * self.log_sigma.float().exp() ** 2))
-        k = (k / k.sum()).to(x.dtype)
-        y = F.pad(x, (r, r, r, r), mode="reflect")
-        y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        y = _gauss_blur(x, self.log_sigma.float().exp(), self.radius)
         return y + self.log_noise.exp().to(x.dtype) * torch.randn_like(y)
 
 
@@ -141,7 +135,12 @@ class Patches:
 
 def low_pass(x, sigma: float):
     """Gaussian blur per channel (reflect padding, radius 3 sigma): the low band of frequency separation."""
-    r = max(1, int(round(3 * sigma)))
+    return _gauss_blur(x, sigma, max(1, int(round(3 * sigma))))
+
+
+def _gauss_blur(x, sigma, r: int):
+    """Separable Gaussian blur per channel, radius ``r``, reflect padding; ``sigma`` a float or a (differentiable)
+    0-d tensor."""
     k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32, device=x.device) ** 2) / (2 * sigma * sigma))
     k = (k / k.sum()).to(x.dtype)
     c = x.shape[1]

@@ -81,8 +81,8 @@ def make_student(teacher, num_feat: int, num_block: int, init: str = "scratch"):
                              f"least {num_block} blocks per trunk; the teacher is {type(teacher).__name__} "
                              f"({getattr(teacher, 'num_feat', '?')} features, {getattr(teacher, 'num_block', '?')} "
                              "blocks)")
-        own = s.state_dict()
-        s.load_state_dict({k: teacher.state_dict()[k] for k in own})   # blocks 0..num_block-1 share their keys
+        t = teacher.state_dict()
+        s.load_state_dict({k: t[k] for k in s.state_dict()})   # blocks 0..num_block-1 share their keys
     else:
         s.spynet.load_state_dict(teacher.spynet.state_dict())
     s.spynet.requires_grad_(False)
@@ -147,12 +147,7 @@ def train(args) -> str:
     if args.data_free:
         if args.synth == "leaves":
             from .procedural import LeafPool
-            target = None
-            if args.cache_teacher:
-                def target(clips):
-                    with torch.no_grad(), amp():
-                        return teacher(clips.to(device)).float().cpu()
-            leaves = LeafPool(args.leaf_pool, args.frames, args.lr_size, rng, target=target)
+            leaves = LeafPool(args.leaf_pool, args.frames, args.lr_size, rng)
         else:
             from .generator import ClipGenerator
             gen = ClipGenerator(args.latent, args.lr_size, args.frames, args.max_motion).to(device)
@@ -187,6 +182,11 @@ def train(args) -> str:
         step = ck["step"]
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
     amp = _precision(args, device, student, teacher, *([gen] if gen is not None else []))
+    if args.cache_teacher:   # the pool's targets: the teacher in the run's precision, once per pooled clip
+        def teacher_out(clips):
+            with torch.no_grad(), amp():
+                return teacher(clips.to(device)).float().cpu()
+        leaves.target = teacher_out
     channels_last = amp is not contextlib.nullcontext
     student.train()
     stop = min(args.steps, args.stop_at) if args.stop_at else args.steps

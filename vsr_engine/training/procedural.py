@@ -102,7 +102,7 @@ class LeafPool:
         self.full, self.max_motion, self.calls = size + margin, max_motion, 0
         self.target, self.scale = target, scale
         self.pool = dead_leaves_clips(clips, frames, self.full, generator, max_motion=max_motion)
-        self.targets = None   # computed at the first sample (after the caller has set its precision)
+        self.targets = None   # computed at the first sample (so a caller may set ``target`` after construction)
 
     def sample(self, batch: int):
         g = self.g
